@@ -1,0 +1,63 @@
+"""iqdb-ivf-jax: an inverted-file (IVF-Flat / IVF-PQ) nearest-neighbour index on JAX."""
+
+from . import functional as functional
+from ._config import IvfConfig as IvfConfig
+from ._config import Metric as Metric
+from ._errors import DimensionMismatchError as DimensionMismatchError
+from ._errors import DuplicateIdError as DuplicateIdError
+from ._errors import InvalidConfigError as InvalidConfigError
+from ._errors import InvalidFilterError as InvalidFilterError
+from ._errors import InvalidMetricError as InvalidMetricError
+from ._errors import InvalidVectorError as InvalidVectorError
+from ._errors import IqdbError as IqdbError
+from ._errors import NotFoundError as NotFoundError
+from ._filter import Filter as Filter
+from ._filter import And as And
+from ._filter import Eq as Eq
+from ._filter import Gt as Gt
+from ._filter import Gte as Gte
+from ._filter import In as In
+from ._filter import Lt as Lt
+from ._filter import Lte as Lte
+from ._filter import Neq as Neq
+from ._filter import Not as Not
+from ._filter import Or as Or
+from ._index import IvfIndex as IvfIndex
+from ._records import Hit as Hit
+from ._records import IndexStats as IndexStats
+from ._records import IvfClusterStats as IvfClusterStats
+from ._records import SearchParams as SearchParams
+from ._state import IvfState as IvfState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "And",
+    "Eq",
+    "Gt",
+    "Gte",
+    "In",
+    "Lt",
+    "Lte",
+    "Neq",
+    "Not",
+    "Or",
+    "DimensionMismatchError",
+    "DuplicateIdError",
+    "Filter",
+    "Hit",
+    "IndexStats",
+    "InvalidConfigError",
+    "InvalidFilterError",
+    "InvalidMetricError",
+    "InvalidVectorError",
+    "IqdbError",
+    "IvfClusterStats",
+    "IvfConfig",
+    "IvfIndex",
+    "IvfState",
+    "Metric",
+    "NotFoundError",
+    "SearchParams",
+    "functional",
+]

@@ -1,0 +1,739 @@
+"""`IvfIndex`: the mutable shell around the pure kernels.
+
+It validates input on the host, calls jitted kernels, swaps in new
+:class:`IvfState` pytrees, and keeps the host-side bookkeeping: id <-> slot maps,
+metadata, insertion sequence numbers and the block layout.
+"""
+
+import dataclasses
+import math
+import sys
+from fractions import Fraction
+
+import jax
+import numpy as np
+
+from . import _kernels
+from ._assign import coarse_kind
+from ._config import IvfConfig, Metric
+from ._errors import (
+    DuplicateIdError,
+    InvalidConfigError,
+    InvalidMetricError,
+    NotFoundError,
+)
+from ._filter import Filter, as_filter, filter_mask
+from ._kmeans import coarse_key, kmeans_fit, pq_key, subsample_indices
+from ._layout import BlockLayout, pow2_at_least, scan_bucket
+from ._pq import pq_train
+from ._records import Hit, IndexStats, IvfClusterStats, SearchParams
+from ._search import probe_batch, search_probed
+from ._state import IvfState
+from ._topk import SEQ_LIMIT
+from ._validate import (
+    as_vector_array,
+    canonical_id,
+    canonical_metadata,
+    check_finite,
+    metadata_bytes,
+)
+
+_NOT_TRAINED = "index is not trained; call train(sample) first"
+_I63 = 1 << 63
+_GROUP = 32  # queries per search-kernel call (sorted by scan need)
+_PROBE_CHUNK = 1024  # queries per probing call
+
+
+def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
+    if x.shape[0] == n:
+        return x
+    out = np.zeros((n,) + x.shape[1:], x.dtype)
+    out[: x.shape[0]] = x
+    return out
+
+
+def _choose_block_size(n: int, n_lists: int) -> int:
+    """Rows per block: about an eighth of the mean list, between 8 and 64."""
+    return int(min(64, pow2_at_least(math.ceil(n / (8 * n_lists)), 8)))
+
+
+class IvfIndex:
+    """An inverted-file (IVF) approximate nearest-neighbour index on JAX.
+
+    IVF-Flat scans the probed lists exactly; IVF-PQ scores them by ADC on
+    product-quantized codes and optionally re-ranks ``pq_refine_factor * k``
+    candidates exactly. Distances are smaller-is-nearer and ties go to the
+    earlier insert.
+
+    >>> import numpy as np
+    >>> from iqdb_ivf_jax import IvfIndex, IvfConfig
+    >>> idx = IvfIndex(2, "euclidean", IvfConfig(n_clusters=2, n_probes=2, seed=7))
+    >>> idx.train(np.array([[0.0, 0.0], [10.0, 10.0]]))
+    >>> idx.insert(1, [0.0, 0.0]); idx.insert(2, [10.0, 10.0])
+    >>> [h.id for h in idx.search([0.0, 0.0], k=1)]
+    [1]
+
+    Args:
+        dim: vector length (``>= 1``).
+        metric: a :class:`Metric` or its lowercase name.
+        config: an :class:`IvfConfig` (``None`` = defaults).
+
+    Raises:
+        InvalidConfigError: bad ``dim`` or config, or ``pq_subvectors`` not
+            dividing ``dim``.
+        InvalidMetricError: unknown metric, or COSINE/HAMMING with PQ.
+
+    See also: :mod:`iqdb_ivf_jax.functional` for the pure kernels.
+    """
+
+    def __init__(self, dim: int, metric: "Metric | str", config: IvfConfig | None = None):
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise InvalidConfigError(f"dim must be an int >= 1, got {dim!r}")
+        metric = Metric.parse(metric)
+        if config is None:
+            config = IvfConfig()
+        if not isinstance(config, IvfConfig):
+            raise TypeError(f"config must be an IvfConfig or None, got {type(config).__name__}")
+        config.validate()
+        if config.use_pq and metric in (Metric.COSINE, Metric.HAMMING):
+            raise InvalidMetricError(
+                f"IVF-PQ does not support {metric.value}; use euclidean, dot_product or "
+                "manhattan (for cosine, normalise the vectors and use dot_product)"
+            )
+        if config.use_pq and int(dim) % config.pq_subvectors:
+            raise InvalidConfigError(
+                f"pq_subvectors ({config.pq_subvectors}) must divide dim ({int(dim)})"
+            )
+        self._dim = int(dim)
+        self._metric = metric
+        self._config = config
+        self._state: IvfState | None = None
+        self._layout: BlockLayout | None = None
+        self._state_exported = False
+        self._kmeans_iterations = 0
+        self._kmeans_inertia: float | None = None
+        self._last_scan: dict | None = None
+        self._clear_entries()
+
+    # ------------------------------------------------------------------ basics
+    def _clear_entries(self, n_slots: int = 0) -> None:
+        self._id_slot: dict = {}
+        self._slot_id: list = [None] * n_slots
+        self._slot_seq = np.zeros(n_slots, np.int64)
+        self._meta: dict = {}
+        self._meta_bytes = 0
+        self._n_wide_ids = 0  # live ids that are not ints below 2**63
+        self._next_seq = 0
+        self._version = 0
+        self._mask_cache: dict = {}
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def metric(self) -> Metric:
+        return self._metric
+
+    @property
+    def config(self) -> IvfConfig:
+        return self._config
+
+    @property
+    def is_trained(self) -> bool:
+        return self._state is not None
+
+    @property
+    def n_probes(self) -> int:
+        return self._config.n_probes
+
+    @property
+    def pq_refine_factor(self) -> int:
+        return self._config.pq_refine_factor
+
+    @property
+    def state(self) -> IvfState:
+        """The current :class:`IvfState` pytree (for :mod:`iqdb_ivf_jax.functional`).
+
+        It stays valid after later mutations (the next write copies instead of
+        updating in place). Slot ``s`` of a result maps back to an id with
+        :meth:`ids_for_slots`; ``-1`` is padding.
+
+        Raises:
+            InvalidConfigError: if the index is untrained.
+        """
+        self._require_trained()
+        self._state_exported = True
+        return self._state
+
+    def __len__(self) -> int:
+        return len(self._id_slot)
+
+    def is_empty(self) -> bool:
+        return not self._id_slot
+
+    def __contains__(self, id_) -> bool:
+        try:
+            return canonical_id(id_) in self._id_slot
+        except Exception:
+            return False
+
+    def flush(self) -> None:
+        """No-op (the index is in memory); kept for API parity."""
+
+    def _require_trained(self) -> None:
+        if self._state is None:
+            raise InvalidConfigError(_NOT_TRAINED)
+
+    # ---------------------------------------------------------------- settings
+    def set_n_probes(self, n: int) -> None:
+        """Set the lists scanned per query (faiss ``nprobe``)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"n_probes must be an int, got {type(n).__name__}")
+        if n < 1:
+            raise InvalidConfigError(f"n_probes must be n >= 1, got {n}")
+        if n > self._config.n_clusters:
+            raise InvalidConfigError(
+                f"n_probes ({n}) must be <= n_clusters ({self._config.n_clusters})"
+            )
+        self._config = dataclasses.replace(self._config, n_probes=int(n))
+
+    def set_pq_refine_factor(self, n: int) -> None:
+        """Set the PQ re-rank factor (0 = ADC distances; unused in Flat mode)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"pq_refine_factor must be an int, got {type(n).__name__}")
+        if n < 0:
+            raise InvalidConfigError(f"pq_refine_factor must be >= 0, got {n}")
+        self._config = dataclasses.replace(self._config, pq_refine_factor=int(n))
+
+    # ---------------------------------------------------------------- training
+    def _working_set_size(self, n: int) -> int:
+        return min(n, self._config.training_sample_size)
+
+    def _check_train_sizes(self, n: int) -> None:
+        cfg = self._config
+        if n < cfg.n_clusters:
+            raise InvalidConfigError(
+                f"training needs at least n_clusters ({cfg.n_clusters}) vectors, got {n}"
+            )
+        if cfg.use_pq and self._working_set_size(n) < 256:
+            raise InvalidConfigError(
+                f"IVF-PQ training needs at least 256 vectors (256 codewords per "
+                f"subvector), got {self._working_set_size(n)}"
+            )
+
+    def _fit(self, x: np.ndarray):
+        """k-means (and PQ) on the seeded working set of ``x`` (rows in order)."""
+        cfg = self._config
+        idx = subsample_indices(x.shape[0], cfg.training_sample_size, cfg.seed)
+        ws = x[idx]
+        n_pad = pow2_at_least(ws.shape[0], 256)
+        xp = _pad_rows(ws, n_pad)
+        mask = np.arange(n_pad) < ws.shape[0]
+        res = kmeans_fit(
+            xp,
+            mask,
+            coarse_key(cfg.seed),
+            n_clusters=cfg.n_clusters,
+            max_iter=cfg.kmeans_max_iterations,
+            kind=coarse_kind(self._metric),
+        )
+        codebooks = None
+        if cfg.use_pq:
+            codebooks = pq_train(
+                xp, mask, pq_key(cfg.seed), m=cfg.pq_subvectors, max_iter=cfg.kmeans_max_iterations
+            )
+        return res, codebooks, ws.shape[0]
+
+    def train(self, sample) -> None:
+        """Fit the coarse quantizer (and PQ codebooks) on ``sample`` ``(n, dim)``.
+
+        The sample is neither kept nor inserted. Up to ``training_sample_size``
+        rows are drawn with the seeded key.
+
+        Raises:
+            InvalidConfigError: already trained ("use retrain()"), an empty
+                sample, fewer rows than ``n_clusters``, or < 256 rows with PQ.
+            DimensionMismatchError: rows of the wrong length.
+            InvalidVectorError: wrong rank/dtype or NaN/Inf.
+        """
+        if self._state is not None:
+            raise InvalidConfigError("index is already trained; use retrain() to refit")
+        probe_arr = sample if isinstance(sample, np.ndarray) else None
+        if probe_arr is None:
+            try:
+                n_rows = len(sample)
+            except TypeError:
+                n_rows = None
+        else:
+            n_rows = probe_arr.shape[0] if probe_arr.ndim else None
+        if n_rows == 0:
+            raise InvalidConfigError("train needs a non-empty sample of shape (n, dim)")
+        x = as_vector_array(sample, self._dim, rank=2, what="training sample")
+        check_finite(x, "training sample")
+        self._check_train_sizes(x.shape[0])
+        res, codebooks, n_ws = self._fit(x)
+        block = _choose_block_size(n_ws, self._config.n_clusters)
+        self._install(res, codebooks, block, [], np.zeros((0, self._dim), np.float32), [], [])
+
+    def retrain(self) -> None:
+        """Refit on the live vectors (in insertion order), keeping ids, metadata
+        and seqs; reassign and re-encode everything. Atomic: on error nothing
+        changes. An empty index is a no-op.
+
+        Raises:
+            InvalidConfigError: untrained, fewer live vectors than ``n_clusters``,
+                or fewer than 256 with PQ.
+        """
+        self._require_trained()
+        if not self._id_slot:
+            return
+        ids, x, metas, seqs = self._live_entries()
+        self._check_train_sizes(x.shape[0])
+        res, codebooks, n_ws = self._fit(x)
+        block = _choose_block_size(x.shape[0], self._config.n_clusters)
+        next_seq = self._next_seq
+        self._install(res, codebooks, block, ids, x, metas, seqs)
+        self._next_seq = next_seq
+
+    def _live_entries(self):
+        """Live ``(ids, vectors f32[n, d], metadata, seqs)`` in seq order."""
+        slots = np.fromiter(self._id_slot.values(), np.int64, len(self._id_slot))
+        order = np.argsort(self._slot_seq[slots], kind="stable")
+        slots = slots[order]
+        B = self._state.block_size
+        vec = np.asarray(self._state.vectors)[slots // B, slots % B]
+        ids = [self._slot_id[s] for s in slots.tolist()]
+        return ids, vec, [self._meta[i] for i in ids], self._slot_seq[slots].copy()
+
+    def _install(self, res, codebooks, block, ids, x, metas, seqs) -> None:
+        """Build a fresh state from centroids and entries, then swap it in."""
+        n = len(ids)
+        n_lists = self._config.n_clusters
+        layout = BlockLayout(n_lists, block)
+        state = IvfState.create(res.centroids, metric=self._metric, codebooks=codebooks, block_size=block)
+        labels, norms, codes = self._prepare(state, x)
+        order = np.lexsort((np.asarray(seqs, np.int64), labels)) if n else np.zeros(0, np.int64)
+        slots = np.empty(n, np.int64)
+        slots[order] = layout.allocate(labels[order])
+        state = state.grown(layout.n_blocks, layout.width)
+        state = _kernels.write_rows(state, slots, x, norms, codes, np.asarray(seqs, np.int64), donate=True)
+        state = state.replace(**_kernels.table_arrays(layout))
+        # -- commit (nothing below can fail on valid input)
+        self._state, self._layout, self._state_exported = state, layout, False
+        self._kmeans_iterations = int(res.n_iter)
+        self._kmeans_inertia = float(res.inertia)
+        self._clear_entries(layout.n_blocks * block)
+        for i, (id_, meta) in enumerate(zip(ids, metas)):
+            self._bind(id_, int(slots[i]), meta, int(seqs[i]))
+        self._next_seq = int(max(seqs)) + 1 if n else 0
+
+    def _prepare(self, state: IvfState, x: np.ndarray):
+        """Lists, norms and PQ codes of rows ``x`` (host arrays)."""
+        n = x.shape[0]
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, state.codes.shape[-1]), np.uint8)
+        n_pad = pow2_at_least(n)
+        out = _kernels.prepare_rows(state, _pad_rows(x, n_pad))
+        labels, norms, codes = (np.asarray(a)[:n] for a in out)
+        return labels.astype(np.int64), norms, codes
+
+    # ------------------------------------------------------------ bookkeeping
+    def _bind(self, id_, slot: int, meta, seq: int) -> None:
+        self._id_slot[id_] = slot
+        self._slot_id[slot] = id_
+        self._slot_seq[slot] = seq
+        self._meta[id_] = meta
+        self._meta_bytes += metadata_bytes(meta)
+        if not (isinstance(id_, int) and id_ < _I63):
+            self._n_wide_ids += 1
+
+    def _unbind(self, id_) -> int:
+        slot = self._id_slot.pop(id_)
+        self._slot_id[slot] = None
+        self._meta_bytes -= metadata_bytes(self._meta.pop(id_))
+        if not (isinstance(id_, int) and id_ < _I63):
+            self._n_wide_ids -= 1
+        return slot
+
+    def _touch(self) -> None:
+        self._version += 1
+        self._mask_cache.clear()
+
+    def _donate(self) -> bool:
+        donate = not self._state_exported
+        self._state_exported = False
+        return donate
+
+    # ------------------------------------------------------------------ insert
+    def insert(self, id, vector, metadata=None) -> None:
+        """Insert one vector ``(dim,)`` under a new id, with optional metadata.
+
+        Raises:
+            InvalidConfigError: untrained, or a bad id value.
+            TypeError: an id or metadata of the wrong type.
+            InvalidVectorError / DimensionMismatchError: bad vector.
+            DuplicateIdError: the id is already live.
+        """
+        self._require_trained()
+        id_ = canonical_id(id)
+        meta = canonical_metadata(metadata)
+        x = as_vector_array(vector, self._dim, rank=1)
+        check_finite(x)
+        if id_ in self._id_slot:
+            raise DuplicateIdError(id_)
+        self._add([id_], x[None, :], [meta])
+
+    def insert_batch(self, ids, vectors, metadata=None) -> None:
+        """Insert ``n`` vectors ``(n, dim)``; validated whole, applied atomically.
+
+        Args:
+            ids: a sequence of ``n`` ids.
+            vectors: ``(n, dim)`` array-like.
+            metadata: ``None`` or a sequence of ``n`` dicts/None.
+
+        Raises:
+            The errors of :meth:`insert`, naming the first bad position;
+            InvalidConfigError for unequal lengths; DuplicateIdError for an id
+            repeated in the batch or already live. Nothing is inserted on error.
+        """
+        self._require_trained()
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
+            raise TypeError("ids must be a sequence (list, tuple or array) of ids")
+        canon = []
+        for pos, i in enumerate(ids):
+            try:
+                canon.append(canonical_id(i))
+            except (TypeError, InvalidConfigError) as e:
+                raise type(e)(f"ids[{pos}]: {e}") from None
+        if metadata is None:
+            metas = [None] * len(canon)
+        else:
+            if isinstance(metadata, dict) or not hasattr(metadata, "__len__"):
+                raise TypeError("metadata must be None or a sequence of dicts/None, one per id")
+            metas = []
+            for pos, m in enumerate(metadata):
+                try:
+                    metas.append(canonical_metadata(m))
+                except (TypeError, InvalidConfigError) as e:
+                    raise type(e)(f"metadata[{pos}]: {e}") from None
+        x = as_vector_array(vectors, self._dim, rank=2, what="vectors")
+        if not (len(canon) == x.shape[0] == len(metas)):
+            raise InvalidConfigError(
+                f"ids ({len(canon)}), vectors ({x.shape[0]}) and metadata ({len(metas)}) "
+                "must have equal lengths"
+            )
+        check_finite(x, "vectors")
+        seen = set()
+        for pos, i in enumerate(canon):
+            if i in seen:
+                raise DuplicateIdError(i, f"ids[{pos}]: id {i!r} repeats inside the batch")
+            if i in self._id_slot:
+                raise DuplicateIdError(i, f"ids[{pos}]: id {i!r} is already in the index")
+            seen.add(i)
+        if canon:
+            self._add(canon, x, metas)
+
+    def _add(self, ids: list, x: np.ndarray, metas: list) -> None:
+        n = len(ids)
+        if self._next_seq + n >= SEQ_LIMIT:
+            raise InvalidConfigError(
+                f"sequence numbers exhausted ({SEQ_LIMIT}); retrain() into a new index"
+            )
+        state = self._state
+        labels, norms, codes = self._prepare(state, x)
+        layout = self._layout.copy()
+        slots = layout.allocate(labels)
+        seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        donate = self._donate()
+        if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
+            state, donate = state.grown(layout.n_blocks, layout.width), True
+        state = _kernels.write_rows(state, slots, x, norms, codes, seqs, donate=donate)
+        state = state.replace(**_kernels.table_arrays(layout))
+        # -- commit
+        self._state, self._layout = state, layout
+        grow = layout.n_blocks * layout.block_size - len(self._slot_id)
+        if grow > 0:
+            self._slot_id.extend([None] * grow)
+            self._slot_seq = np.concatenate([self._slot_seq, np.zeros(grow, np.int64)])
+        for i in range(n):
+            self._bind(ids[i], int(slots[i]), metas[i], int(seqs[i]))
+        self._next_seq += n
+        self._touch()
+
+    # ------------------------------------------------------------------ delete
+    def delete(self, id) -> None:
+        """Remove an id; it leaves ``len``, results, ``get`` and ``in`` at once.
+
+        Raises:
+            NotFoundError: the id is not live (or the index is untrained).
+        """
+        id_ = canonical_id(id)
+        if id_ not in self._id_slot:
+            raise NotFoundError(id_)
+        slot = self._id_slot[id_]
+        state = _kernels.clear_rows(self._state, np.array([slot]), donate=self._donate())
+        self._state = state
+        self._layout.release(slot)
+        self._unbind(id_)
+        self._touch()
+        if self._layout.n_holes > max(1024, len(self._id_slot)):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the layout from the live entries (drops holes); unobservable."""
+        ids, x, metas, seqs = self._live_entries()
+        res = _kernels.Fitted(self._state.centroids, self._kmeans_iterations, self._kmeans_inertia)
+        codebooks = self._state.codebooks if self._state.is_pq else None
+        next_seq = self._next_seq
+        self._install(res, codebooks, self._state.block_size, ids, x, metas, seqs)
+        self._next_seq = next_seq
+
+    # --------------------------------------------------------------------- get
+    def get(self, id):
+        """Return ``(vector float32 copy, metadata copy or None)``.
+
+        Raises:
+            NotFoundError: absent id or untrained index.
+        """
+        id_ = canonical_id(id)
+        if id_ not in self._id_slot:
+            raise NotFoundError(id_)
+        slot = self._id_slot[id_]
+        B = self._state.block_size
+        vec = np.array(self._state.vectors[slot // B, slot % B], np.float32)
+        meta = self._meta[id_]
+        return vec, (dict(meta) if meta is not None else None)
+
+    def ids_for_slots(self, slots) -> list:
+        """Map slots from :mod:`functional` results back to ids (``-1`` -> None)."""
+        return [None if s < 0 else self._slot_id[s] for s in np.asarray(slots).reshape(-1).tolist()]
+
+    # ------------------------------------------------------------------ search
+    def _parse_call(self, k, filter):
+        metric = None
+        if isinstance(k, SearchParams):
+            if filter is not None:
+                raise TypeError("pass the filter inside SearchParams or as filter=, not both")
+            metric, filter, k = k.metric, k.filter, k.k
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an int or SearchParams, got {type(k).__name__}")
+        if k < 0:
+            raise InvalidConfigError(f"k must be >= 0, got {k}")
+        return int(k), as_filter(filter), metric
+
+    def _check_params_metric(self, metric) -> None:
+        if metric is not None and Metric.parse(metric) is not self._metric:
+            raise InvalidMetricError(
+                f"SearchParams metric {Metric.parse(metric).value!r} differs from the index "
+                f"metric {self._metric.value!r}"
+            )
+
+    def _mask(self, flt: Filter | None):
+        if flt is None:
+            return self._state.valid
+        cached = self._mask_cache.get(flt)
+        if cached is not None:
+            return cached
+        mask = np.zeros(len(self._slot_id), bool)
+        if self._id_slot:
+            ids = list(self._id_slot)
+            slots = np.fromiter(self._id_slot.values(), np.int64, len(ids))
+            mask[slots] = filter_mask(flt, [self._meta[i] for i in ids])
+        B = self._state.block_size
+        dev = jax.device_put(mask.reshape(-1, B))
+        self._mask_cache[flt] = dev
+        return dev
+
+    def _search(self, queries, k, filter, rank: int):
+        """Shared body of the three searches -> ``(D f32[nq,k], slots i64[nq,k])`` or None."""
+        k, flt, metric = self._parse_call(k, filter)
+        self._require_trained()
+        q = as_vector_array(queries, self._dim, rank=rank, what="query")
+        check_finite(q, "query")
+        self._check_params_metric(metric)
+        q2 = q.reshape(-1, self._dim)
+        nq = q2.shape[0]
+        empty = (np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64))
+        if k == 0 or not self._id_slot:
+            return empty
+        if flt is not None:
+            flt.validate()
+        if nq == 0:
+            return empty
+        return self._run_search(q2, k, flt)
+
+    def _run_search(self, q: np.ndarray, k: int, flt: Filter | None):
+        state, layout = self._state, self._layout
+        cfg = self._config
+        n_probes = cfg.n_probes
+        mask = self._mask(flt)
+        refine = cfg.pq_refine_factor if state.is_pq else 0
+        nq = q.shape[0]
+        probes = np.empty((nq, n_probes), np.int32)
+        for s in range(0, nq, _PROBE_CHUNK):
+            chunk = q[s : s + _PROBE_CHUNK]
+            n_pad = pow2_at_least(chunk.shape[0])
+            p = probe_batch(state, _pad_rows(chunk, n_pad), n_probes=n_probes)
+            probes[s : s + chunk.shape[0]] = np.asarray(p)[: chunk.shape[0]]
+        need = layout.list_nblocks[probes].sum(axis=1)
+        order = np.argsort(need, kind="stable")
+        D = np.empty((nq, k), np.float32)
+        S = np.empty((nq, k), np.int64)
+        scanned = 0
+        for s in range(0, nq, _GROUP):
+            rows = order[s : s + _GROUP]
+            T = scan_bucket(int(need[rows].max()))
+            n_pad = pow2_at_least(rows.shape[0])
+            d, sl = search_probed(
+                state,
+                _pad_rows(q[rows], n_pad),
+                _pad_rows(probes[rows], n_pad),
+                mask,
+                k=k,
+                scan_blocks=T,
+                refine=refine,
+            )
+            D[rows] = np.asarray(d)[: rows.shape[0]]
+            S[rows] = np.asarray(sl)[: rows.shape[0]]
+            scanned += T * rows.shape[0]
+        live = int(layout.list_live[probes].sum())
+        self._last_scan = {
+            "queries": nq,
+            "rows_scanned": scanned * state.block_size,
+            "live_rows_in_probed_lists": live,
+            "scan_padding": (scanned * state.block_size / live) if live else None,
+        }
+        return D, S
+
+    def _hits(self, D: np.ndarray, S: np.ndarray) -> list[list[Hit]]:
+        out = []
+        for drow, srow in zip(D.tolist(), S.tolist()):
+            hits = []
+            for d, s in zip(drow, srow):
+                if s < 0:
+                    break
+                id_ = self._slot_id[s]
+                meta = self._meta[id_]
+                hits.append(Hit(id_, float(d), dict(meta) if meta is not None else None))
+            out.append(hits)
+        return out
+
+    def search(self, query, k=10, *, filter=None) -> list[Hit]:
+        """The ``k`` nearest live vectors to ``query`` ``(dim,)``, nearest first.
+
+        Args:
+            query: ``(dim,)`` integer or float array-like.
+            k: int ``>= 0`` or a :class:`SearchParams`.
+            filter: a :class:`Filter`, a Mongo-style dict, or None. Filters apply
+                per entry before scoring; probes are never widened, so fewer
+                than ``k`` hits may return.
+
+        Returns:
+            ``list[Hit]`` of length ``<= k``, by ``(distance, insertion order)``.
+
+        Raises:
+            TypeError, InvalidConfigError, InvalidVectorError,
+            DimensionMismatchError, InvalidMetricError, InvalidFilterError.
+        """
+        D, S = self._search(query, k, filter, rank=1)
+        return self._hits(D, S)[0] if D.shape[0] else []
+
+    def search_batch(self, queries, k=10, *, filter=None) -> list[list[Hit]]:
+        """:meth:`search` for each row of ``queries`` ``(nq, dim)``, in order."""
+        D, S = self._search(queries, k, filter, rank=2)
+        return self._hits(D, S)
+
+    def search_arrays(self, queries, k=10, *, filter=None):
+        """Batch search returning NumPy arrays ``(D, I)``, each ``[nq, k]``.
+
+        ``D`` is float32, ascending, padded with ``+inf``. ``I`` is int64 padded
+        with ``-1`` when every live id is an int below ``2**63``; otherwise an
+        object array padded with ``None``. Detect padding by the id.
+        """
+        D, S = self._search(queries, k, filter, rank=2)
+        if self._n_wide_ids == 0:
+            I = np.full(S.shape, -1, np.int64)
+            live = S >= 0
+            if live.any():
+                I[live] = np.fromiter((self._slot_id[s] for s in S[live].tolist()), np.int64)
+            return D, I
+        I = np.full(S.shape, None, object)
+        for idx in zip(*np.nonzero(S >= 0)):
+            I[idx] = self._slot_id[S[idx]]
+        return D, I
+
+    # ------------------------------------------------------------ probe tuning
+    def suggest_n_probes(self, coverage: float) -> int:
+        """Smallest ``n_probes`` whose largest lists hold ``ceil(live * coverage)``
+        vectors, in ``[1, n_clusters]``. Pure.
+
+        Raises:
+            InvalidConfigError: coverage non-finite or outside ``[0, 1]``.
+        """
+        if isinstance(coverage, bool) or not isinstance(coverage, (int, float, np.floating, np.integer)):
+            raise TypeError(f"coverage must be a float, got {type(coverage).__name__}")
+        c = float(coverage)
+        if not math.isfinite(c) or not 0.0 <= c <= 1.0:
+            raise InvalidConfigError(f"coverage must be a finite number in [0, 1], got {coverage!r}")
+        n_lists = self._config.n_clusters
+        if self._state is None or not self._id_slot or n_lists == 1 or c == 0.0:
+            return 1
+        if c == 1.0:
+            return n_lists
+        live = len(self._id_slot)
+        target = math.ceil(Fraction(repr(c)) * live)
+        sizes = np.sort(self._layout.list_live)[::-1]
+        n = int(np.searchsorted(np.cumsum(sizes), target, side="left")) + 1
+        return max(1, min(n_lists, n))
+
+    # ------------------------------------------------------------------- stats
+    def cluster_stats(self) -> IvfClusterStats:
+        """Live list sizes (``[]`` when untrained) with mean and variance."""
+        sizes = [] if self._layout is None else [int(s) for s in self._layout.list_live]
+        return IvfClusterStats.from_sizes(self._config.n_clusters, sizes)
+
+    def _memory(self) -> dict[str, int]:
+        mem = {} if self._state is None else self._state.nbytes_by_field()
+        mem["id_maps"] = (
+            sys.getsizeof(self._id_slot)
+            + sys.getsizeof(self._slot_id)
+            + self._slot_seq.nbytes
+            + sum(sys.getsizeof(i) for i in self._id_slot)
+        )
+        mem["metadata"] = sys.getsizeof(self._meta) + self._meta_bytes
+        if self._layout is not None:
+            lay = self._layout
+            mem["layout"] = lay.list_blocks.nbytes + lay.block_list.nbytes + lay.block_fill.nbytes + lay.list_live.nbytes
+        return mem
+
+    def stats(self) -> IndexStats:
+        """Totals and IVF details; ``extra["memory"]`` sums to ``memory_bytes``.
+
+        ``extra["padding_ratio"]`` is rows held in the lists' blocks over live
+        rows (>= 1); ``extra["last_search"]`` reports rows actually scanned over
+        live rows in the probed lists for the most recent search.
+        """
+        mem = self._memory()
+        live = len(self._id_slot)
+        extra = {
+            "mode": "pq" if self._config.use_pq else "flat",
+            "n_clusters": self._config.n_clusters,
+            "n_probes": self._config.n_probes,
+            "kmeans_iterations": self._kmeans_iterations,
+            "kmeans_inertia": self._kmeans_inertia,
+            "tombstones": 0 if self._layout is None else self._layout.n_holes,
+            "capacity": 0 if self._state is None else self._state.n_blocks * self._state.block_size,
+            "block_size": None if self._state is None else self._state.block_size,
+            "padding_ratio": (self._layout.allocated_rows() / live) if live else None,
+            "last_search": self._last_scan,
+            "memory": mem,
+        }
+        return IndexStats(live, int(sum(mem.values())), None, "ivf", extra)
+
+    def __repr__(self) -> str:
+        mode = "pq" if self._config.use_pq else "flat"
+        return (
+            f"IvfIndex(dim={self._dim}, metric={self._metric.value!r}, mode={mode!r}, "
+            f"n_clusters={self._config.n_clusters}, n={len(self)}, trained={self.is_trained})"
+        )

@@ -1,0 +1,111 @@
+"""Jitted write-side kernels: prepare rows for insertion, scatter them into the
+block pool, clear deleted rows. Batches are padded to powers of two; padding
+rows scatter out of bounds and are dropped, so shapes (and compilations)
+change rarely."""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._assign import assign, coarse_kind
+from ._layout import BlockLayout, pow2_at_least
+from ._metrics import row_norms
+from ._pq import pq_encode
+from ._state import IvfState
+
+
+class Fitted(NamedTuple):
+    """Coarse quantizer result as the index keeps it."""
+
+    centroids: jax.Array
+    n_iter: int
+    inertia: float | None
+
+
+@jax.jit
+def prepare_rows(state: IvfState, x: jax.Array):
+    """``f32[n, d]`` -> ``(lists i32[n], norms f32[n], codes u8[n, M])``."""
+    labels = assign(x, state.centroids, coarse_kind(state.metric))
+    if state.is_pq:
+        codes = pq_encode(x, state.codebooks)
+    else:
+        codes = jnp.zeros((x.shape[0], 0), jnp.uint8)
+    return labels, row_norms(x), codes
+
+
+def _write(arrays, b, r, x, norms, codes, seqs):
+    vectors, nrm, cds, sq, valid = arrays
+    return (
+        vectors.at[b, r].set(x, mode="drop"),
+        nrm.at[b, r].set(norms, mode="drop"),
+        cds.at[b, r].set(codes, mode="drop"),
+        sq.at[b, r].set(seqs, mode="drop"),
+        valid.at[b, r].set(True, mode="drop"),
+    )
+
+
+_write_donated = jax.jit(_write, donate_argnums=0)
+_write_copy = jax.jit(_write)
+
+
+def _clear(valid, b, r):
+    return valid.at[b, r].set(False, mode="drop")
+
+
+_clear_donated = jax.jit(_clear, donate_argnums=0)
+_clear_copy = jax.jit(_clear)
+
+
+def _split(state: IvfState, slots: np.ndarray, n_pad: int):
+    B = state.block_size
+    b = np.full(n_pad, state.n_blocks, np.int32)  # out of bounds: dropped
+    r = np.zeros(n_pad, np.int32)
+    b[: len(slots)] = slots // B
+    r[: len(slots)] = slots % B
+    return b, r
+
+
+def write_rows(state, slots, x, norms, codes, seqs, *, donate: bool) -> IvfState:
+    """Scatter rows into ``slots``; with ``donate`` the old arrays are reused."""
+    n = len(slots)
+    if n == 0:
+        return state
+    n_pad = pow2_at_least(n)
+    b, r = _split(state, np.asarray(slots), n_pad)
+
+    def pad(a, dtype):
+        out = np.zeros((n_pad,) + a.shape[1:], dtype)
+        out[:n] = a
+        return out
+
+    arrays = (state.vectors, state.norms, state.codes, state.seqs, state.valid)
+    fn = _write_donated if donate else _write_copy
+    v, nr, c, s, ok = fn(
+        arrays,
+        b,
+        r,
+        pad(x, np.float32),
+        pad(norms, np.float32),
+        pad(codes, np.uint8),
+        pad(np.asarray(seqs), np.int32),
+    )
+    return state.replace(vectors=v, norms=nr, codes=c, seqs=s, valid=ok)
+
+
+def clear_rows(state: IvfState, slots: np.ndarray, *, donate: bool) -> IvfState:
+    """Mark ``slots`` as not live."""
+    n_pad = pow2_at_least(len(slots))
+    b, r = _split(state, np.asarray(slots), n_pad)
+    fn = _clear_donated if donate else _clear_copy
+    return state.replace(valid=fn(state.valid, b, r))
+
+
+def table_arrays(layout: BlockLayout) -> dict:
+    """Device copies of the layout's block table."""
+    return {
+        "list_blocks": jnp.asarray(layout.list_blocks),
+        "list_nblocks": jnp.asarray(layout.list_nblocks),
+    }

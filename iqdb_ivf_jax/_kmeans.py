@@ -1,0 +1,565 @@
+"""Seeded k-means for the coarse quantizer, and the coarse criterion kernels.
+
+Behaviour §3.5 (algorithm), §4a (one criterion per metric) and §4f (keys).
+
+**Criterion kinds.** ``"l2"`` (EUCLIDEAN, MANHATTAN, HAMMING) is squared-L2
+k-means; ``"cosine"`` (COSINE) is spherical k-means on row-normalised data with
+unit centroids; ``"dot"`` (DOT_PRODUCT) assigns by the largest inner product and
+updates with the plain mean (faiss IVF with an inner-product quantizer).
+
+**Keys (key scheme version 1; changing any line below is a versioned change).**
+
+- ``seed_key(seed)`` = ``wrap_key_data([seed >> 32, seed & 0xFFFFFFFF],
+  impl="threefry2x32")``: all 64 bits kept, ``jax_default_prng_impl`` ignored;
+  equal to ``jax.random.key(seed)`` below 2**32.
+- ``fold_in(seed_key, 0)``: subsample key. Row ``i`` of an ``n``-row sample gets
+  the 64-bit score ``key_data(fold_in(subsample_key, i))`` (high word first);
+  the ``cap`` rows with the smallest scores (ties: lower ``i``) are kept, in
+  data order. A row's score depends only on ``(seed, i)``.
+- ``fold_in(seed_key, 1)``: coarse key, passed to :func:`kmeans_fit`.
+- ``fold_in(seed_key, 2)``: PQ key; subvector ``j`` trains with
+  ``fold_in(pq_key, j)`` (see ``_pq.pq_train``).
+- Inside :func:`kmeans_fit` with key ``K``: k-means++ draw ``t`` (``t = 0`` is the
+  first centre) gives the real row of rank ``r`` (its position among the rows
+  whose mask is True) the uniform ``u = (w0 >> 8) * 2**-24`` with ``w0`` the first
+  word of ``key_data(fold_in(fold_in(K, t), r))``; the draw picks
+  ``argmin_r log(-log1p(-u_r)) - log(weight_r)`` (an exponential race, i.e.
+  probability proportional to the weight), ties to the lower row.
+
+**Determinism.** Every row-dependent computation runs on fixed tiles of
+``_TRAIN_TILE`` rows anchored at row 0, so the float32 bits of a row's distances do
+not depend on how many rows are present. Centroid sums are a sequential
+``segment_sum``-style scatter-add on CPU (deterministic), or, on other backends, a
+per-tile one-hot matmul at ``Precision.HIGHEST`` accumulated tile by tile in a
+fixed order. Padded rows (``mask == False``) are zeroed and never selected, summed
+or counted, so padding ``n`` to any bucket leaves the result bit-identical.
+
+**Batch invariance of the criterion.** :func:`coarse_scores` and :func:`assign`
+compute every row in a fixed ``_SCORE_TILE``-row GEMM, whatever the batch size and
+also under ``jax.vmap`` (a custom batching rule keeps the tiling), so a vector's
+scores have the same bits at insert time (a batch) and at search time (one query):
+a stored vector's own list is its top-1 probe.
+
+See also: ``_pq.py`` (product quantizer), ``_assign.py``.
+"""
+
+import functools
+import operator
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.custom_batching import custom_vmap
+
+KIND_L2 = "l2"
+KIND_COSINE = "cosine"
+KIND_DOT = "dot"
+KINDS = (KIND_L2, KIND_COSINE, KIND_DOT)
+
+KEY_SCHEME_VERSION = 1
+
+# Below this product of norms a cosine distance is 1.0 (float32 MIN_POSITIVE, §3.1).
+_COSINE_EPS = 1.1754944e-38
+_HIGHEST = lax.Precision.HIGHEST
+# Rows per GEMM tile. Fixed (never derived from n), so results do not depend on n.
+_TRAIN_TILE = 1024
+_SCORE_TILE = 16
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def seed_key(seed: int) -> jax.Array:
+    """The threefry key of a 64-bit seed (behaviour §4f).
+
+    Args:
+        seed: an int in ``[0, 2**64)``.
+
+    Returns:
+        A typed ``threefry2x32`` key (scalar ``key<fry>``) holding all 64 bits, the
+        high word first; it equals ``jax.random.key(seed)`` for seeds below
+        ``2**32`` and ignores ``jax_default_prng_impl``.
+
+    Raises:
+        TypeError: if ``seed`` is not an int (bools are refused).
+        ValueError: if ``seed`` is outside ``[0, 2**64)``.
+
+    >>> import jax
+    >>> bool((jax.random.key_data(seed_key(5)) == jax.random.key_data(jax.random.key(5))).all())
+    True
+    """
+    if isinstance(seed, bool):
+        raise TypeError("seed must be an int, not bool")
+    seed = operator.index(seed)
+    if not 0 <= seed < 1 << 64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    words = np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32)
+    return jax.random.wrap_key_data(words, impl="threefry2x32")
+
+
+def subsample_key(seed: int) -> jax.Array:
+    """``fold_in(seed_key(seed), 0)``: the key of the training subsample."""
+    return jax.random.fold_in(seed_key(seed), 0)
+
+
+def coarse_key(seed: int) -> jax.Array:
+    """``fold_in(seed_key(seed), 1)``: the key of the coarse k-means."""
+    return jax.random.fold_in(seed_key(seed), 1)
+
+
+def pq_key(seed: int) -> jax.Array:
+    """``fold_in(seed_key(seed), 2)``: the PQ key (subvector ``j`` uses ``fold_in(pq_key, j)``)."""
+    return jax.random.fold_in(seed_key(seed), 2)
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _row_scores(key: jax.Array, n: int) -> jax.Array:
+    """``u32[n, 2]``: ``key_data(fold_in(key, i))`` for ``i < n``."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n, dtype=jnp.uint32))
+    return jax.random.key_data(keys)
+
+
+def subsample_indices(n: int, cap: int, seed: int) -> np.ndarray:
+    """Rows of an ``n``-row sample kept in a training working set of at most ``cap``.
+
+    Args:
+        n: the sample size, ``>= 0``.
+        cap: the working-set cap (``training_sample_size``), ``>= 1``.
+        seed: the index seed, in ``[0, 2**64)``.
+
+    Returns:
+        ``int64[min(n, cap)]``, sorted ascending (data order kept): ``arange(n)``
+        when ``n <= cap``, otherwise ``cap`` distinct rows drawn uniformly with
+        :func:`subsample_key` (the rows with the ``cap`` smallest 64-bit scores,
+        see the module docstring). Depends only on ``(n, cap, seed)``.
+
+    >>> subsample_indices(5, 10, 0).tolist()
+    [0, 1, 2, 3, 4]
+    >>> len(subsample_indices(1000, 100, 7))
+    100
+    """
+    n, cap = operator.index(n), operator.index(cap)
+    if n < 0 or cap < 1:
+        raise ValueError(f"need n >= 0 and cap >= 1, got n={n}, cap={cap}")
+    if n <= cap:
+        return np.arange(n, dtype=np.int64)
+    if n >= 1 << 32:
+        raise ValueError(f"n must be below 2**32, got {n}")
+    bucket = max(1024, 1 << (n - 1).bit_length())  # few compiles; scores do not depend on it
+    words = np.asarray(_row_scores(subsample_key(seed), bucket))[:n].astype(np.uint64)
+    scores = (words[:, 0] << np.uint64(32)) | words[:, 1]
+    order = np.argsort(scores, kind="stable")  # ties to the lower row
+    return np.sort(order[:cap]).astype(np.int64)
+
+
+# ---------------------------------------------------------------- fixed-tile rows
+
+
+def _tile_rows(fn: Callable, x: jax.Array, consts: tuple, tile: int) -> jax.Array:
+    """``fn`` over the rows of ``x[n, ...]`` in tiles of exactly ``tile`` rows.
+
+    ``fn(x_tile[tile, ...], *consts) -> out[tile, ...]``. Each tile passes through
+    an optimisation barrier, so every row is computed by the same compiled code
+    for every ``n`` and every position.
+    """
+    n = x.shape[0]
+    nt = max(1, -(-n // tile))
+    xp = jnp.pad(x, [(0, nt * tile - n)] + [(0, 0)] * (x.ndim - 1))
+    xp = xp.reshape((nt, tile) + x.shape[1:])
+
+    def body(xt):
+        xt, cs = lax.optimization_barrier((xt, consts))
+        return fn(xt, *cs)
+
+    out = lax.map(body, xp)
+    return out.reshape((nt * tile,) + out.shape[2:])[:n]
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_invariant(fn: Callable, tile: int) -> Callable:
+    """``g(x[n, ...], *consts)``: :func:`_tile_rows` that stays tiled under vmap.
+
+    Under ``jax.vmap`` with unbatched ``consts`` the batch axis is folded into the
+    rows (``[B, n, ...] -> [B * n, ...]``); with batched ``consts`` the batch runs
+    as a ``lax.map``. Either way each row sees the same per-tile computation.
+    """
+
+    @custom_vmap
+    def g(x, *consts):
+        return _tile_rows(fn, x, consts, tile)
+
+    @g.def_vmap
+    def _rule(axis_size, in_batched, x, *consts):
+        x_batched, consts_batched = in_batched[0], in_batched[1:]
+        if not x_batched:
+            x = jnp.broadcast_to(x, (axis_size,) + x.shape)
+        if any(consts_batched):
+            consts = tuple(
+                c if b else jnp.broadcast_to(c, (axis_size,) + c.shape)
+                for c, b in zip(consts, consts_batched)
+            )
+            return lax.map(lambda a: g(a[0], *a[1]), (x, consts)), True
+        b, n = x.shape[:2]
+        out = g(x.reshape((b * n,) + x.shape[2:]), *consts)
+        return out.reshape((b, n) + out.shape[1:]), True
+
+    return g
+
+
+# ------------------------------------------------------------ coarse criterion
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def _score_tile(q: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
+    """Criterion scores ``f32[T, k]`` of a tile ``f32[T, d]``; smaller is better."""
+    dots = jnp.dot(q, centroids.T, precision=_HIGHEST)
+    if kind == KIND_DOT:
+        return -dots
+    if kind == KIND_L2:
+        q_sq = jnp.sum(q * q, axis=1)
+        c_sq = jnp.sum(centroids * centroids, axis=1)
+        return jnp.maximum(q_sq[:, None] - 2.0 * dots + c_sq[None, :], 0.0)
+    denom = jnp.sqrt(jnp.sum(q * q, axis=1))[:, None] * jnp.sqrt(
+        jnp.sum(centroids * centroids, axis=1)
+    )[None, :]
+    ok = denom > _COSINE_EPS
+    cos_d = jnp.clip(1.0 - dots / jnp.where(ok, denom, 1.0), 0.0, 2.0)
+    return jnp.where(ok, cos_d, 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _score_fn(kind: str) -> Callable:
+    return functools.partial(_score_tile, kind=kind)
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def coarse_scores(q: jax.Array, centroids: jax.Array, *, kind: str) -> jax.Array:
+    """Coarse criterion scores (behaviour §4a), smaller is better.
+
+    Used for assignment (insert) and probing (search) alike, so a stored vector's
+    own list is its top-1 probe. Each row is computed in a fixed 16-row GEMM at
+    ``Precision.HIGHEST``, so its float32 bits do not depend on the batch size or
+    on ``jax.vmap``.
+
+    Args:
+        q: ``f32[d]`` one query, or ``f32[n, d]`` a batch.
+        centroids: ``f32[nlist, d]`` the coarse centroids (faiss ``nlist``,
+            ScaNN ``num_leaves``).
+        kind: ``"l2"``: squared L2 ``||q||^2 - 2 q.c + ||c||^2`` clamped at 0;
+            ``"cosine"``: ``1 - q.c / (||q|| ||c||)`` clamped to ``[0, 2]``, 1.0
+            when the norm product is ``<= 1.1754944e-38`` (a zero query scores 1.0
+            everywhere); ``"dot"``: ``-q.c``.
+
+    Returns:
+        ``f32[nlist]`` for one query, ``f32[n, nlist]`` for a batch.
+
+    >>> import jax.numpy as jnp
+    >>> coarse_scores(jnp.array([1.0, 0.0]), jnp.eye(2), kind="l2").tolist()
+    [0.0, 2.0]
+
+    See also: :func:`assign`.
+    """
+    _check_kind(kind)
+    g = _batch_invariant(_score_fn(kind), _SCORE_TILE)
+    q = jnp.asarray(q, jnp.float32)
+    centroids = jnp.asarray(centroids, jnp.float32)
+    if q.ndim == 1:
+        return g(q[None, :], centroids)[0]
+    if q.ndim != 2:
+        raise ValueError(f"q must be f32[d] or f32[n, d], got shape {q.shape}")
+    return g(q, centroids)
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def assign(x: jax.Array, centroids: jax.Array, *, kind: str) -> jax.Array:
+    """The list of each row: ``argmin`` of :func:`coarse_scores`, ties to the lowest id.
+
+    A zero vector under ``"cosine"`` scores 1.0 against every centroid, so it goes
+    to list 0.
+
+    Args:
+        x: ``f32[n, d]`` rows (or ``f32[d]`` one row).
+        centroids: ``f32[nlist, d]``.
+        kind: ``"l2"``, ``"cosine"`` or ``"dot"`` (see :func:`coarse_scores`).
+
+    Returns:
+        ``i32[n]`` list ids (``i32[]`` for one row). The top-1 of
+        ``lax.top_k(-coarse_scores(x, c), n_probes)`` is the same list.
+
+    >>> import jax.numpy as jnp
+    >>> assign(jnp.array([[0.9, 0.1], [0.0, 0.0]]), jnp.eye(2), kind="cosine").tolist()
+    [0, 0]
+    """
+    return jnp.argmin(coarse_scores(x, centroids, kind=kind), axis=-1).astype(jnp.int32)
+
+
+# ------------------------------------------------------------------- k-means fit
+
+
+class KMeansResult(NamedTuple):
+    """Output of :func:`kmeans_fit`.
+
+    Attributes:
+        centroids: ``f32[n_clusters, d]`` (unit or zero rows for ``"cosine"``).
+        n_iter: ``i32[]`` Lloyd rounds run (``1..max_iter``).
+        inertia: ``f32[]`` sum over the real rows of the criterion distance to the
+            assigned centre at the last assignment (squared L2; ``1 - cos``;
+            ``-<x, c>``).
+    """
+
+    centroids: jax.Array
+    n_iter: jax.Array
+    inertia: jax.Array
+
+
+def _use_segment_sum() -> bool:
+    # XLA:CPU scatter-add is sequential, hence deterministic; GPU scatter is atomic.
+    return jax.default_backend() == "cpu"
+
+
+def _normalize_rows(x: jax.Array) -> jax.Array:
+    """Unit rows over the last axis; zero rows stay zero."""
+    norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
+    return jnp.where(norm > 0.0, x / jnp.where(norm > 0.0, norm, 1.0), 0.0)
+
+
+def _race_pick(key: jax.Array, rank: jax.Array, weight: jax.Array) -> jax.Array:
+    """Flat index of a row drawn with probability ``∝ weight`` (weight 0: never).
+
+    ``rank`` (``i32[nt, T]``) numbers the real rows; a row's randomness depends only
+    on ``(key, rank)``, so padding does not move the draw.
+    """
+    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rank.reshape(-1))
+    word = jax.random.key_data(keys)[:, 0]
+    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)  # [0, 1)
+    e = -jnp.log1p(-u)  # Exp(1)
+    w = weight.reshape(-1)
+    race = jnp.where(w > 0.0, jnp.log(e) - jnp.log(w), jnp.inf)
+    return jnp.argmin(race)
+
+
+def _kmeanspp(xt: jax.Array, eligible: jax.Array, rank: jax.Array, key, k: int) -> jax.Array:
+    """k-means++ seeds ``f32[k, d]`` from the tiles ``xt[nt, T, d]`` (squared-L2 weights).
+
+    Distances are computed directly (``sum((x - c)^2)``) on the tiled array, which is
+    memory-bound (one pass over the data per centre) and row-local.
+    """
+    nt, tile, d = xt.shape
+    x_flat = xt.reshape(nt * tile, d)
+    ones = eligible.astype(jnp.float32)
+
+    def sq_dist(c):
+        diff = xt - c[None, None, :]
+        return jnp.sum(diff * diff, axis=2)
+
+    p0 = _race_pick(jax.random.fold_in(key, 0), rank, ones)
+    cents = jnp.zeros((k, d), jnp.float32).at[0].set(x_flat[p0])
+    min_d = jnp.where(eligible, sq_dist(x_flat[p0]), 0.0)
+
+    def step(t, carry):
+        cents, min_d = carry
+        w = jnp.where(jnp.any(min_d > 0.0), min_d, ones)
+        c = x_flat[_race_pick(jax.random.fold_in(key, t), rank, w)]
+        min_d = jnp.where(eligible, jnp.minimum(min_d, sq_dist(c)), 0.0)
+        return cents.at[t].set(c), min_d
+
+    cents, _ = lax.fori_loop(1, k, step, (cents, min_d))
+    return cents
+
+
+def _assign_tile(xt, c, c_sq, kind):
+    """Training assignment of a tile: ``(i32[T] cluster, f32[T] criterion distance)``."""
+    dots = jnp.dot(xt, c.T, precision=_HIGHEST)
+    if kind == KIND_L2:
+        # ||x||^2 is constant per row: leave it out of the argmin, add it back after.
+        s = c_sq[None, :] - 2.0 * dots
+        best = jnp.maximum(jnp.sum(xt * xt, axis=1) + jnp.min(s, axis=1), 0.0)
+        return jnp.argmin(s, axis=1).astype(jnp.int32), best
+    a = jnp.argmax(dots, axis=1).astype(jnp.int32)  # ties to the lowest index
+    best = jnp.max(dots, axis=1)
+    if kind == KIND_DOT:
+        return a, -best
+    return a, jnp.clip(1.0 - best, 0.0, 2.0)
+
+
+def _lloyd_pass(xt, mt, c, kind, segment):
+    """One assignment pass over the tiles ``xt[nt, T, d]``.
+
+    Returns ``(sums f32[k, d], counts i32[k], best f32[nt, T], inertia f32[])``.
+    """
+    k, d = c.shape
+    c_sq = jnp.sum(c * c, axis=1)
+    cluster_ids = jnp.arange(k, dtype=jnp.int32)
+
+    def body(carry, tile):
+        sums, counts, inertia = carry
+        xb, mb, c_, c_sq_ = lax.optimization_barrier((tile[0], tile[1], c, c_sq))
+        a, best = _assign_tile(xb, c_, c_sq_, kind)
+        if segment:
+            seg = jnp.where(mb, a, k)  # k is out of range: dropped
+            sums = sums.at[seg].add(xb, mode="drop")
+            counts = counts.at[seg].add(1, mode="drop")
+        else:
+            onehot = (a[:, None] == cluster_ids[None, :]) & mb[:, None]
+            sums = sums + jnp.dot(onehot.astype(jnp.float32).T, xb, precision=_HIGHEST)
+            counts = counts + jnp.sum(onehot.astype(jnp.int32), axis=0)
+        inertia = inertia + jnp.sum(jnp.where(mb, best, 0.0))
+        return (sums, counts, inertia), best
+
+    init = (jnp.zeros((k, d), jnp.float32), jnp.zeros((k,), jnp.int32), jnp.float32(0.0))
+    (sums, counts, inertia), best = lax.scan(body, init, (xt, mt))
+    return sums, counts, best, inertia
+
+
+def _reseed(new, empty, far, x_flat):
+    """Re-seed each empty cluster, in index order, at the farthest eligible row.
+
+    ``far`` (``f32[N]``) is each row's criterion distance to its assigned centre,
+    ``-inf`` where ineligible; a chosen row becomes ineligible. With no eligible
+    row left a cluster keeps its previous centre.
+    """
+    k = new.shape[0]
+    order = jnp.nonzero(empty, size=k, fill_value=0)[0]
+    n_empty = jnp.sum(empty.astype(jnp.int32))
+
+    def body(i, carry):
+        new, far = carry
+        cl = order[i]
+        p = jnp.argmax(far)  # ties to the lowest row
+        ok = far[p] > -jnp.inf
+        new = new.at[cl].set(jnp.where(ok, x_flat[p], new[cl]))
+        far = far.at[p].set(-jnp.inf)
+        return new, far
+
+    new, _ = lax.fori_loop(0, n_empty, body, (new, far))
+    return new
+
+
+def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment):
+    n_pad, d = x.shape
+    k, tile = n_clusters, _TRAIN_TILE
+    nt = max(1, -(-n_pad // tile))
+    mask = jnp.asarray(mask, jnp.bool_)
+    x = jnp.where(mask[:, None], jnp.asarray(x, jnp.float32), 0.0)
+    x = jnp.pad(x, ((0, nt * tile - n_pad), (0, 0)))
+    mask = jnp.pad(mask, (0, nt * tile - n_pad))
+    xt, mt = x.reshape(nt, tile, d), mask.reshape(nt, tile)
+    x_flat = xt.reshape(nt * tile, d)
+    if kind == KIND_COSINE:
+        xt = _normalize_rows(xt)
+        x_flat = xt.reshape(nt * tile, d)
+        nonzero = jnp.any(xt != 0.0, axis=2) & mt
+        eligible = jnp.where(jnp.any(nonzero), nonzero, mt)
+    else:
+        eligible = mt
+    rank = (jnp.cumsum(mask.astype(jnp.int32)) - 1).reshape(nt, tile)
+
+    cents = _kmeanspp(xt, eligible, rank, key, k)
+
+    def cond(state):
+        it, _, done, _ = state
+        return (it < max_iter) & ~done
+
+    def body(state):
+        it, old, _, _ = state
+        sums, counts, best, inertia = _lloyd_pass(xt, mt, old, kind, segment)
+        mean = sums / jnp.maximum(counts, 1).astype(jnp.float32)[:, None]
+        empty = counts == 0
+        if kind == KIND_COSINE:
+            norm = jnp.sqrt(jnp.sum(mean * mean, axis=1))
+            empty = empty | (norm == 0.0)
+            mean = mean / jnp.where(norm > 0.0, norm, 1.0)[:, None]
+        new = jnp.where(empty[:, None], old, mean)
+        far = jnp.where(eligible, best, -jnp.inf).reshape(-1)
+        new = lax.cond(jnp.any(empty), _reseed, lambda n, *_: n, new, empty, far, x_flat)
+        shift = jnp.sqrt(jnp.sum((old - new) ** 2, axis=1)) / jnp.maximum(
+            jnp.sqrt(jnp.sum(old * old, axis=1)), 1.0
+        )
+        return it + 1, new, jnp.max(shift) < tol, inertia
+
+    state = (jnp.int32(0), cents, jnp.bool_(False), jnp.float32(0.0))
+    n_iter, cents, _, inertia = lax.while_loop(cond, body, state)
+    return KMeansResult(cents, n_iter, inertia)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment")
+)
+def _kmeans_fit_jit(x, mask, key, *, n_clusters, max_iter, kind, tol, segment):
+    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment)
+
+
+def kmeans_fit(
+    x: jax.Array,
+    mask: jax.Array,
+    key: jax.Array,
+    *,
+    n_clusters: int,
+    max_iter: int = 25,
+    kind: str = KIND_L2,
+    tol: float = 1e-4,
+) -> KMeansResult:
+    """Seeded k-means++ / Lloyd k-means (behaviour §3.5, §4a).
+
+    1. k-means++ seeding: the first centre uniform over the real rows, each next one
+       with probability ``∝`` the squared L2 distance to the nearest chosen centre
+       (uniform over the real rows when all those distances are 0). ``"cosine"``
+       seeds on the normalised rows and skips zero rows (unless all rows are zero).
+    2. At most ``max_iter`` Lloyd rounds: assign (ties to the lowest centroid),
+       replace each centre by the mean of its rows (``"cosine"``: re-normalised; a
+       zero mean counts as empty), then re-seed each empty cluster, in index order,
+       at the real row farthest (by the criterion) from its assigned centre; that
+       row is then not used for another empty cluster in the same round.
+    3. Stop when ``max_c ||old - new|| / max(||old||, 1) < tol``; no final
+       reassignment.
+
+    Distance GEMMs run at ``Precision.HIGHEST``. Padded rows have no influence:
+    the same real rows padded to any ``n_pad`` give bit-identical results.
+
+    Args:
+        x: ``f32[n_pad, d]`` rows; rows with ``mask == False`` are ignored (their
+            values, even NaN, never matter).
+        mask: ``bool[n_pad]``, True for real rows.
+        key: a threefry key, normally :func:`coarse_key` ``(seed)``.
+        n_clusters: number of centroids (faiss ``nlist``), static.
+        max_iter: the most Lloyd rounds, ``>= 1``, static.
+        kind: ``"l2"``, ``"cosine"`` or ``"dot"``, static.
+        tol: relative-shift tolerance, static.
+
+    Returns:
+        :class:`KMeansResult` with exactly ``n_clusters`` centroids, even when the
+        real rows have fewer distinct points (some centroids then repeat a point).
+
+    Raises:
+        ValueError: on a bad ``kind``, ``n_clusters < 1``, ``max_iter < 1`` or
+            mismatched shapes.
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    >>> r = kmeans_fit(x, jnp.ones(4, bool), coarse_key(0), n_clusters=2)
+    >>> sorted(round(float(v), 2) for v in r.centroids[:, 0])
+    [0.05, 5.05]
+
+    See also: :func:`assign`, ``_pq.pq_train``.
+    """
+    _check_kind(kind)
+    if n_clusters < 1 or max_iter < 1:
+        raise ValueError(f"need n_clusters >= 1 and max_iter >= 1, got {n_clusters}, {max_iter}")
+    if x.ndim != 2 or mask.shape != x.shape[:1] or x.shape[0] < 1:
+        raise ValueError(f"need x f32[n_pad >= 1, d] and mask bool[n_pad], got {x.shape}, {mask.shape}")
+    return _kmeans_fit_jit(
+        x,
+        mask,
+        key,
+        n_clusters=int(n_clusters),
+        max_iter=int(max_iter),
+        kind=kind,
+        tol=float(tol),
+        segment=_use_segment_sum(),
+    )

@@ -1,0 +1,111 @@
+"""Host-side block allocator mirroring ``IvfState.list_blocks``.
+
+Lists grow one block of ``B`` rows at a time from a shared pool; deleted rows
+become holes that the same list reuses first. Pool size and table width grow to
+the next power of two, so device shapes (and compilations) change rarely.
+"""
+
+import numpy as np
+
+
+def pow2_at_least(n: int, minimum: int = 1) -> int:
+    """Smallest power of two ``>= max(n, minimum)``."""
+    n = max(int(n), minimum, 1)
+    return 1 << (n - 1).bit_length()
+
+
+def scan_bucket(n: int) -> int:
+    """Round a block count up to one of 4 steps per octave (at most +25%)."""
+    n = max(int(n), 1)
+    if n <= 8:
+        return n
+    step = 1 << (n.bit_length() - 3)
+    return -(-n // step) * step
+
+
+class BlockLayout:
+    """Which block rows each list owns, and where the next row of a list goes.
+
+    Attributes:
+        block_size: rows per block ``B``.
+        list_blocks: ``int32[nlist, W]`` block ids per list, ``-1`` padded.
+        list_nblocks: ``int32[nlist]`` blocks per list.
+        block_list: ``int32[n_blocks]`` owning list (``-1`` free).
+        block_fill: ``int32[n_blocks]`` rows handed out in each block.
+        list_live: ``int64[nlist]`` live rows per list.
+    """
+
+    def __init__(self, n_lists: int, block_size: int, n_blocks: int = 8, width: int = 1):
+        self.block_size = block_size
+        self.list_blocks = np.full((n_lists, width), -1, np.int32)
+        self.list_nblocks = np.zeros(n_lists, np.int32)
+        self.block_list = np.full(n_blocks, -1, np.int32)
+        self.block_fill = np.zeros(n_blocks, np.int32)
+        self.list_live = np.zeros(n_lists, np.int64)
+        self.n_used_blocks = 0
+        self.holes: list[list[int]] = [[] for _ in range(n_lists)]
+        self.n_holes = 0
+
+    @property
+    def n_blocks(self) -> int:
+        return self.block_list.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.list_blocks.shape[1]
+
+    def copy(self) -> "BlockLayout":
+        new = BlockLayout.__new__(BlockLayout)
+        new.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()})
+        new.holes = [list(h) for h in self.holes]
+        return new
+
+    def _ensure(self, n_blocks: int, width: int) -> None:
+        if n_blocks > self.n_blocks:
+            new = pow2_at_least(n_blocks, 8)
+            add = new - self.n_blocks
+            self.block_list = np.concatenate([self.block_list, np.full(add, -1, np.int32)])
+            self.block_fill = np.concatenate([self.block_fill, np.zeros(add, np.int32)])
+        if width > self.width:
+            new = pow2_at_least(width)
+            pad = np.full((self.list_blocks.shape[0], new - self.width), -1, np.int32)
+            self.list_blocks = np.concatenate([self.list_blocks, pad], axis=1)
+
+    def allocate(self, labels: np.ndarray) -> np.ndarray:
+        """Give each row (of list ``labels[i]``) a slot; returns ``int64[n]``."""
+        B = self.block_size
+        slots = np.empty(len(labels), np.int64)
+        for i, lab in enumerate(labels.tolist()):
+            holes = self.holes[lab]
+            if holes:
+                slots[i] = holes.pop()
+                self.n_holes -= 1
+            else:
+                nb = self.list_nblocks[lab]
+                last = self.list_blocks[lab, nb - 1] if nb else -1
+                if last < 0 or self.block_fill[last] == B:
+                    self._ensure(self.n_used_blocks + 1, nb + 1)
+                    last = self.n_used_blocks
+                    self.n_used_blocks += 1
+                    self.list_blocks[lab, nb] = last
+                    self.list_nblocks[lab] = nb + 1
+                    self.block_list[last] = lab
+                slots[i] = last * B + self.block_fill[last]
+                self.block_fill[last] += 1
+            self.list_live[lab] += 1
+        return slots
+
+    def release(self, slot: int) -> int:
+        """Turn a live slot into a hole; returns its list."""
+        lab = int(self.block_list[slot // self.block_size])
+        self.holes[lab].append(slot)
+        self.n_holes += 1
+        self.list_live[lab] -= 1
+        return lab
+
+    def list_of(self, slots: np.ndarray) -> np.ndarray:
+        return self.block_list[np.asarray(slots) // self.block_size]
+
+    def allocated_rows(self) -> int:
+        """Rows inside blocks owned by lists (live, holes and block tails)."""
+        return int(self.n_used_blocks * self.block_size)

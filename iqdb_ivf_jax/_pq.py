@@ -1,0 +1,212 @@
+"""Product quantizer: codebooks, encode/decode and ADC (behaviour §3.5, §3.6).
+
+Plain PQ on raw vectors: subvector ``j`` covers dims ``[j*d/M, (j+1)*d/M)`` and
+has 256 codewords, so a code is ``M`` bytes (faiss ``PQ{M}x8``; ScaNN
+``num_blocks``). Codebooks are fitted by squared-L2 :func:`~._kmeans.kmeans_fit`
+on the coarse working set, subvector ``j`` with key ``fold_in(pq_key, j)``; one
+``jax.vmap`` fits all ``M``.
+
+**Precision.** Encoding is an exact path: its distance GEMMs run at
+``Precision.HIGHEST`` in fixed 64-row tiles, so a vector's code does not depend on
+the batch it was encoded in. ADC tables are computed elementwise in float32 (no
+GEMM, so no TF32/bf16 passes on any backend); they equal the exact per-subvector
+terms up to float32 rounding.
+
+See also: ``_kmeans.py`` (coarse quantizer), ``_search.py`` (ADC scan, refine).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ._kmeans import KIND_L2, _batch_invariant, _kmeans_fit_impl, _use_segment_sum
+
+N_CODEWORDS = 256
+ADC_KINDS = ("l2", "dot", "l1")
+
+_HIGHEST = lax.Precision.HIGHEST
+_ENCODE_TILE = 64
+
+
+def _check_adc_kind(kind: str) -> None:
+    if kind not in ADC_KINDS:
+        raise ValueError(f"kind must be one of {ADC_KINDS}, got {kind!r}")
+
+
+def _split(x: jax.Array, m: int) -> jax.Array:
+    """``f32[..., d] -> f32[..., m, d // m]``."""
+    d = x.shape[-1]
+    if d % m:
+        raise ValueError(f"m ({m}) must divide d ({d})")
+    return x.reshape(x.shape[:-1] + (m, d // m))
+
+
+@functools.partial(jax.jit, static_argnames=("m", "max_iter", "segment"))
+def _pq_train_jit(x, mask, key, *, m, max_iter, segment):
+    n_pad = x.shape[0]
+    xs = jnp.transpose(_split(jnp.asarray(x, jnp.float32), m), (1, 0, 2))  # [m, n_pad, dsub]
+    keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(m, dtype=jnp.uint32))
+    mask = jnp.asarray(mask, jnp.bool_)
+    assert mask.shape == (n_pad,)
+
+    def fit(xj, kj):
+        res = _kmeans_fit_impl(xj, mask, kj, N_CODEWORDS, max_iter, KIND_L2, 1e-4, segment)
+        return res.centroids
+
+    return jax.vmap(fit)(xs, keys)
+
+
+def pq_train(x: jax.Array, mask: jax.Array, key: jax.Array, *, m: int, max_iter: int = 25) -> jax.Array:
+    """Fit PQ codebooks: squared-L2 k-means with 256 clusters per subvector.
+
+    Args:
+        x: ``f32[n_pad, d]`` the coarse working set; ``d % m == 0``.
+        mask: ``bool[n_pad]``, True for real rows. Needs at least 256 real rows
+            (the caller checks; fewer still work but repeat codewords).
+        key: normally :func:`~._kmeans.pq_key` ``(seed)``; subvector ``j`` uses
+            ``fold_in(key, j)``.
+        m: number of subvectors (faiss ``M``), static.
+        max_iter: the most Lloyd rounds per subvector, static.
+
+    Returns:
+        ``f32[m, 256, d // m]`` codebooks. Padded rows have no influence.
+
+    Raises:
+        ValueError: if ``m`` does not divide ``d``, ``n_pad < 256`` or ``max_iter < 1``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from iqdb_ivf_jax._kmeans import pq_key
+    >>> x = jax.random.normal(jax.random.key(0), (256, 4))
+    >>> pq_train(x, jnp.ones(256, bool), pq_key(0), m=2, max_iter=2).shape
+    (2, 256, 2)
+    """
+    if x.ndim != 2 or x.shape[0] < N_CODEWORDS or mask.shape != x.shape[:1]:
+        raise ValueError(f"need x f32[n_pad >= 256, d] and mask bool[n_pad], got {x.shape}, {mask.shape}")
+    if m < 1 or x.shape[1] % m or max_iter < 1:
+        raise ValueError(f"need m >= 1 dividing d ({x.shape[1]}) and max_iter >= 1, got {m}, {max_iter}")
+    return _pq_train_jit(x, mask, key, m=int(m), max_iter=int(max_iter), segment=_use_segment_sum())
+
+
+def _encode_tile(xt: jax.Array, codebooks: jax.Array) -> jax.Array:
+    """Codes ``u8[T, m]`` of a tile ``f32[T, d]``."""
+    m = codebooks.shape[0]
+    xs = _split(xt, m)  # [T, m, dsub]
+    dots = jnp.einsum("tmj,mcj->tmc", xs, codebooks, precision=_HIGHEST)
+    x_sq = jnp.sum(xs * xs, axis=2)
+    c_sq = jnp.sum(codebooks * codebooks, axis=2)
+    dist = jnp.maximum(x_sq[:, :, None] - 2.0 * dots + c_sq[None, :, :], 0.0)
+    return jnp.argmin(dist, axis=2).astype(jnp.uint8)  # ties to the lowest codeword
+
+
+@jax.jit
+def pq_encode(x: jax.Array, codebooks: jax.Array) -> jax.Array:
+    """PQ codes: the nearest codeword (squared L2) of each subvector.
+
+    Args:
+        x: ``f32[n, d]`` vectors (or ``f32[d]`` one vector).
+        codebooks: ``f32[m, 256, d // m]``.
+
+    Returns:
+        ``u8[n, m]`` (``u8[m]`` for one vector); ties go to the lowest codeword.
+        Distances use the expanded form at ``Precision.HIGHEST`` in fixed 64-row
+        tiles, so a row's code does not depend on the batch (or ``jax.vmap``).
+
+    >>> import jax.numpy as jnp
+    >>> cb = jnp.zeros((1, 256, 2)).at[0, 1].set(jnp.array([1.0, 1.0]))
+    >>> pq_encode(jnp.array([[0.9, 1.2], [0.0, 0.1]]), cb).tolist()
+    [[1], [0]]
+    """
+    x = jnp.asarray(x, jnp.float32)
+    codebooks = jnp.asarray(codebooks, jnp.float32)
+    g = _batch_invariant(_encode_tile, _ENCODE_TILE)
+    if x.ndim == 1:
+        return g(x[None, :], codebooks)[0]
+    return g(x, codebooks)
+
+
+@jax.jit
+def pq_decode(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
+    """Reconstruct vectors from PQ codes.
+
+    Args:
+        codes: ``u8[n, m]``.
+        codebooks: ``f32[m, 256, dsub]``.
+
+    Returns:
+        ``f32[n, m * dsub]``: codeword ``codes[i, j]`` of subvector ``j`` in dims
+        ``[j*dsub, (j+1)*dsub)``.
+
+    >>> import jax.numpy as jnp
+    >>> cb = jnp.arange(2 * 256 * 1, dtype=jnp.float32).reshape(2, 256, 1)
+    >>> pq_decode(jnp.array([[3, 4]], jnp.uint8), cb).tolist()
+    [[3.0, 260.0]]
+    """
+    m, _, dsub = codebooks.shape
+    idx = codes.astype(jnp.int32)
+    parts = jax.vmap(lambda cb, c: cb[c], in_axes=(0, -1), out_axes=-2)(codebooks, idx)
+    return parts.reshape(codes.shape[:-1] + (m * dsub,))
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def adc_tables(q: jax.Array, codebooks: jax.Array, *, kind: str) -> jax.Array:
+    """Asymmetric-distance lookup table of one query (faiss ``compute_distance_table``).
+
+    Computed elementwise in float32 (no GEMM, so no reduced-precision passes);
+    use ``jax.vmap`` for a batch of queries.
+
+    Args:
+        q: ``f32[d]`` the query.
+        codebooks: ``f32[m, 256, d // m]``.
+        kind: ``"l2"``: ``T[j, c] = ||q_j - C_j[c]||^2``; ``"dot"``:
+            ``T[j, c] = q_j . C_j[c]``; ``"l1"``: ``T[j, c] = sum |q_j - C_j[c]|``.
+
+    Returns:
+        ``f32[m, 256]``.
+
+    >>> import jax.numpy as jnp
+    >>> cb = jnp.zeros((1, 256, 2)).at[0, 1].set(jnp.array([1.0, 1.0]))
+    >>> adc_tables(jnp.array([1.0, 3.0]), cb, kind="l2")[0, :2].tolist()
+    [10.0, 4.0]
+    """
+    _check_adc_kind(kind)
+    m = codebooks.shape[0]
+    qs = _split(jnp.asarray(q, jnp.float32), m)[:, None, :]  # [m, 1, dsub]
+    if kind == "dot":
+        return jnp.sum(qs * codebooks, axis=2)
+    diff = qs - codebooks
+    if kind == "l2":
+        return jnp.sum(diff * diff, axis=2)
+    return jnp.sum(jnp.abs(diff), axis=2)
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def adc_scores(tables: jax.Array, codes: jax.Array, *, kind: str) -> jax.Array:
+    """ADC distances of coded vectors to the query of ``tables``; smaller is nearer.
+
+    Args:
+        tables: ``f32[m, 256]`` from :func:`adc_tables` with the same ``kind``.
+        codes: ``u8[n, m]``.
+        kind: ``"l2"``: ``sqrt(sum_j T[j, code_j])`` (clamped at 0), the L2
+            distance to the decoded vector; ``"dot"``: ``-sum_j T[j, code_j]``;
+            ``"l1"``: ``sum_j T[j, code_j]``.
+
+    Returns:
+        ``f32[n]``: the metric on :func:`pq_decode` ``(codes)`` up to float32
+        rounding. Use ``jax.vmap`` over ``tables`` for many queries.
+
+    >>> import jax.numpy as jnp
+    >>> t = jnp.zeros((2, 256)).at[0, 1].set(9.0).at[1, 2].set(16.0)
+    >>> adc_scores(t, jnp.array([[1, 2], [0, 0]], jnp.uint8), kind="l2").tolist()
+    [5.0, 0.0]
+    """
+    _check_adc_kind(kind)
+    idx = codes.astype(jnp.int32)
+    parts = jax.vmap(lambda t, c: t[c], in_axes=(0, -1), out_axes=-1)(tables, idx)  # [n, m]
+    total = jnp.sum(parts, axis=-1)
+    if kind == "l2":
+        return jnp.sqrt(jnp.maximum(total, 0.0))
+    if kind == "dot":
+        return -total
+    return total

@@ -1,0 +1,148 @@
+"""Search kernels over an :class:`IvfState` (query-major path).
+
+One query: rank centroids (:func:`_assign.probe`), list the blocks of the probed
+lists in a fixed-size buffer of ``scan_blocks`` block ids, gather and score
+them (exact for IVF-Flat, ADC for IVF-PQ with an optional exact re-rank), then
+keep the ``k`` smallest by ``(distance, seq)``. The batch kernel runs the same
+per-query body under ``lax.map``, so it equals ``jax.vmap`` of the single-query
+kernel exactly.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ._assign import coarse_kind, probe
+from ._config import Metric
+from ._metrics import distances
+from ._pq import adc_scores, adc_tables
+from ._state import IvfState
+from ._topk import smallest_k
+
+
+def adc_kind(metric: Metric) -> str:
+    """ADC table kind for a PQ metric."""
+    return {Metric.EUCLIDEAN: "l2", Metric.DOT_PRODUCT: "dot", Metric.MANHATTAN: "l1"}[metric]
+
+
+def scan_block_ids(state: IvfState, probes: jax.Array, scan_blocks: int) -> tuple[jax.Array, jax.Array]:
+    """Block ids of the probed lists, concatenated in probe order.
+
+    Args:
+        state: the index state.
+        probes: ``i32[P]`` probed lists.
+        scan_blocks: static buffer size ``T``.
+
+    Returns:
+        ``(blocks i32[T], needed i32)``: ``-1`` pads the tail; ``needed`` is the
+        number of blocks the probes own. If ``needed > T`` the tail of the last
+        lists was not scanned.
+    """
+    counts = state.list_nblocks[probes]
+    ends = jnp.cumsum(counts)
+    starts = ends - counts
+    j = jnp.arange(scan_blocks, dtype=jnp.int32)
+    p = jnp.minimum(jnp.searchsorted(ends, j, side="right"), probes.shape[0] - 1)
+    col = jnp.clip(j - starts[p], 0, state.table_width - 1)
+    blk = state.list_blocks[probes[p], col]
+    return jnp.where(j < ends[-1], blk, -1), ends[-1]
+
+
+def _exact_rows(state: IvfState, q: jax.Array, slots: jax.Array) -> jax.Array:
+    b, r = jnp.maximum(slots, 0) // state.block_size, jnp.maximum(slots, 0) % state.block_size
+    return distances(q, state.vectors[b, r], state.norms[b, r], state.metric)
+
+
+def search_one(
+    state: IvfState,
+    q: jax.Array,
+    probes: jax.Array,
+    mask: jax.Array,
+    *,
+    k: int,
+    scan_blocks: int,
+    refine: int = 0,
+) -> tuple[jax.Array, jax.Array]:
+    """Search one query ``f32[d]`` in the given probed lists.
+
+    Args:
+        state: the index state.
+        q: ``f32[d]``.
+        probes: ``i32[P]`` lists to scan.
+        mask: ``bool[n_blocks, B]`` rows allowed (a filter); ANDed with ``valid``.
+        k: static number of results.
+        scan_blocks: static block buffer size (see :func:`scan_block_ids`).
+        refine: static PQ re-rank factor (0 = ADC distances); ignored for Flat.
+
+    Returns:
+        ``(distances f32[k], slots i32[k])`` nearest first, padded ``(+inf, -1)``.
+    """
+    B = state.block_size
+    blk, _ = scan_block_ids(state, probes, scan_blocks)
+    safe = jnp.maximum(blk, 0)
+    ok = ((blk >= 0)[:, None] & state.valid[safe] & mask[safe]).reshape(-1)
+    seq = state.seqs[safe].reshape(-1)
+    slot_of = (safe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
+    if not state.is_pq:
+        d = distances(q, state.vectors[safe], state.norms[safe], state.metric).reshape(-1)
+        dist, pos = smallest_k(d, seq, ok, k)
+        return dist, jnp.where(pos >= 0, slot_of[pos], -1)
+    kind = adc_kind(state.metric)
+    tables = adc_tables(q, state.codebooks, kind=kind)
+    codes = state.codes[safe].reshape(-1, state.codes.shape[-1])
+    approx = adc_scores(tables, codes, kind=kind)
+    if refine == 0:
+        dist, pos = smallest_k(approx, seq, ok, k)
+        return dist, jnp.where(pos >= 0, slot_of[pos], -1)
+    _, pos = smallest_k(approx, seq, ok, refine * k)
+    short = jnp.where(pos >= 0, slot_of[pos], -1)
+    exact = _exact_rows(state, q, short)
+    dist, p2 = smallest_k(exact, seq[jnp.maximum(pos, 0)], short >= 0, k)
+    return dist, jnp.where(p2 >= 0, short[p2], -1)
+
+
+@functools.partial(jax.jit, static_argnames=("n_probes",))
+def probe_batch(state: IvfState, queries: jax.Array, *, n_probes: int) -> jax.Array:
+    """Probed lists ``i32[nq, n_probes]`` of each query, best first."""
+    kind = coarse_kind(state.metric)
+    return jax.vmap(lambda q: probe(q, state.centroids, kind, n_probes))(queries)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "scan_blocks", "refine"))
+def search_probed(
+    state: IvfState,
+    queries: jax.Array,
+    probes: jax.Array,
+    mask: jax.Array,
+    *,
+    k: int,
+    scan_blocks: int,
+    refine: int = 0,
+) -> tuple[jax.Array, jax.Array]:
+    """Batch form of :func:`search_one`: ``f32[nq, d]``, ``i32[nq, P]`` ->
+    ``(f32[nq, k], i32[nq, k])``, one query at a time (bounded memory)."""
+
+    def body(args):
+        q, p = args
+        return search_one(state, q, p, mask, k=k, scan_blocks=scan_blocks, refine=refine)
+
+    return lax.map(body, (queries, probes))
+
+
+@functools.partial(jax.jit, static_argnames=("k", "n_probes", "scan_blocks", "refine"))
+def search_batch(
+    state: IvfState,
+    queries: jax.Array,
+    mask: jax.Array,
+    *,
+    k: int,
+    n_probes: int,
+    scan_blocks: int,
+    refine: int = 0,
+) -> tuple[jax.Array, jax.Array]:
+    """Probe and search a batch ``f32[nq, d]`` -> ``(f32[nq, k], i32[nq, k])``."""
+    kind = coarse_kind(state.metric)
+    probes = jax.vmap(lambda q: probe(q, state.centroids, kind, n_probes))(queries)
+    return search_probed(state, queries, probes, mask, k=k, scan_blocks=scan_blocks, refine=refine)

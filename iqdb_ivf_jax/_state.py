@@ -1,0 +1,143 @@
+"""`IvfState`: the immutable pytree of device arrays behind an index.
+
+Storage is a pool of fixed-size *blocks* of ``B`` rows. Each inverted list owns
+a few blocks (``list_blocks[l, :list_nblocks[l]]``); a search scans only the
+blocks of the lists it probes, so the padding it reads is at most ``B - 1``
+rows per probed list (plus tombstones), whatever the spread of list sizes.
+Slot ``s`` is row ``s % B`` of block ``s // B``; ``IvfIndex`` maps slots back
+to ids.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._config import Metric
+from ._errors import InvalidConfigError
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class IvfState:
+    """Device arrays of an IVF index (a pytree; ``metric`` is static).
+
+    Attributes:
+        centroids: ``f32[nlist, d]`` coarse centroids.
+        vectors: ``f32[n_blocks, B, d]`` raw vectors (zeros where empty).
+        norms: ``f32[n_blocks, B]`` their L2 norms.
+        codes: ``u8[n_blocks, B, M]`` PQ codes (``M == 0`` for IVF-Flat).
+        codebooks: ``f32[M, 256, d // M]`` PQ codebooks (``M == 0`` for IVF-Flat).
+        seqs: ``i32[n_blocks, B]`` insertion sequence numbers (tie-break key).
+        valid: ``bool[n_blocks, B]`` live rows.
+        list_blocks: ``i32[nlist, W]`` blocks of each list, ``-1`` padded.
+        list_nblocks: ``i32[nlist]`` blocks in use per list.
+        metric: the index :class:`Metric`.
+    """
+
+    centroids: jax.Array
+    vectors: jax.Array
+    norms: jax.Array
+    codes: jax.Array
+    codebooks: jax.Array
+    seqs: jax.Array
+    valid: jax.Array
+    list_blocks: jax.Array
+    list_nblocks: jax.Array
+    metric: Metric = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def n_lists(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    @property
+    def block_size(self) -> int:
+        return self.vectors.shape[1]
+
+    @property
+    def n_blocks(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def table_width(self) -> int:
+        return self.list_blocks.shape[1]
+
+    @property
+    def is_pq(self) -> bool:
+        return self.codebooks.shape[0] > 0
+
+    def replace(self, **changes) -> "IvfState":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def create(
+        cls,
+        centroids,
+        *,
+        metric: Metric,
+        codebooks=None,
+        block_size: int = 32,
+        n_blocks: int = 8,
+        table_width: int = 1,
+    ) -> "IvfState":
+        """An empty state with the given capacity.
+
+        Raises:
+            InvalidConfigError: for inconsistent shapes or sizes.
+        """
+        centroids = jnp.asarray(centroids, jnp.float32)
+        if centroids.ndim != 2 or centroids.shape[0] < 1 or centroids.shape[1] < 1:
+            raise InvalidConfigError(f"centroids must be (nlist, d), got {centroids.shape}")
+        nlist, d = centroids.shape
+        if codebooks is None:
+            codebooks = jnp.zeros((0, 256, 0), jnp.float32)
+        codebooks = jnp.asarray(codebooks, jnp.float32)
+        m = codebooks.shape[0]
+        if codebooks.ndim != 3 or (m and (codebooks.shape[1] != 256 or m * codebooks.shape[2] != d)):
+            raise InvalidConfigError(f"codebooks must be (M, 256, d // M), got {codebooks.shape}")
+        for name, v in (("block_size", block_size), ("n_blocks", n_blocks), ("table_width", table_width)):
+            if v < 1:
+                raise InvalidConfigError(f"{name} must be >= 1, got {v}")
+        return cls(
+            centroids=centroids,
+            vectors=jnp.zeros((n_blocks, block_size, d), jnp.float32),
+            norms=jnp.zeros((n_blocks, block_size), jnp.float32),
+            codes=jnp.zeros((n_blocks, block_size, m), jnp.uint8),
+            codebooks=codebooks,
+            seqs=jnp.zeros((n_blocks, block_size), jnp.int32),
+            valid=jnp.zeros((n_blocks, block_size), bool),
+            list_blocks=jnp.full((nlist, table_width), -1, jnp.int32),
+            list_nblocks=jnp.zeros((nlist,), jnp.int32),
+            metric=metric,
+        )
+
+    def grown(self, n_blocks: int, table_width: int) -> "IvfState":
+        """A copy with at least ``n_blocks`` blocks and ``table_width`` columns."""
+        add_b = max(0, n_blocks - self.n_blocks)
+        add_w = max(0, table_width - self.table_width)
+
+        def pad(a, fill=0):
+            return jnp.pad(a, [(0, add_b)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
+
+        return self.replace(
+            vectors=pad(self.vectors),
+            norms=pad(self.norms),
+            codes=pad(self.codes),
+            seqs=pad(self.seqs),
+            valid=pad(self.valid, False),
+            list_blocks=jnp.pad(self.list_blocks, [(0, 0), (0, add_w)], constant_values=-1),
+        )
+
+    def nbytes_by_field(self) -> dict[str, int]:
+        """Bytes held by each array field."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (jax.Array, np.ndarray)):
+                out[f.name] = int(v.size * v.dtype.itemsize)
+        return out

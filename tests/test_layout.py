@@ -1,0 +1,36 @@
+import numpy as np
+
+from iqdb_ivf_jax._layout import BlockLayout, pow2_at_least, scan_bucket
+
+
+def test_pow2_and_bucket():
+    assert [pow2_at_least(n) for n in (0, 1, 2, 3, 9)] == [1, 1, 2, 4, 16]
+    assert pow2_at_least(3, 8) == 8
+    for n in range(1, 2000):
+        b = scan_bucket(n)
+        assert n <= b <= max(n, 1.25 * n + 1)
+    assert len({scan_bucket(n) for n in range(1, 1025)}) < 60
+
+
+def test_allocate_fills_blocks_per_list_and_reuses_holes():
+    lay = BlockLayout(n_lists=3, block_size=4)
+    slots = lay.allocate(np.array([0, 0, 1, 0, 0, 0]))
+    assert list(lay.list_nblocks) == [2, 1, 0]
+    assert len(set(slots.tolist())) == 6
+    assert set(lay.list_of(slots).tolist()) == {0, 1}
+    assert lay.allocated_rows() == 12
+    lab = lay.release(int(slots[2]))
+    assert lab == 1 and lay.n_holes == 1 and lay.list_live[1] == 0
+    again = lay.allocate(np.array([1]))
+    assert again[0] == slots[2] and lay.n_holes == 0
+
+
+def test_growth_is_geometric_and_copy_is_independent():
+    lay = BlockLayout(n_lists=2, block_size=2)
+    before = lay.copy()
+    lay.allocate(np.zeros(100, np.int64))
+    assert lay.n_blocks == 64 and lay.width == 64
+    assert before.n_used_blocks == 0 and before.n_blocks == 8
+    assert lay.list_live[0] == 100
+    blocks = lay.list_blocks[0, : lay.list_nblocks[0]]
+    assert len(set(blocks.tolist())) == 50

@@ -1,0 +1,737 @@
+"""Spec behaviours 22-30 (behaviour.md §5, "Search") and the index side of the
+filter behaviours 36, 37, 39 and 40: black-box tests.
+
+Oracle: brute force over the library's exact float32 kernel
+(``iqdb_ivf_jax._metrics.pairwise``), ranked by ``(distance, seq)`` with NaN
+last, must give exactly the library's ids and distance bits at full probe; it
+is cross-checked against float64 NumPy with tolerances (§3.1).
+"""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iqdb_ivf_jax import (
+    DimensionMismatchError,
+    Filter,
+    Hit,
+    InvalidConfigError,
+    InvalidFilterError,
+    InvalidMetricError,
+    InvalidVectorError,
+    IvfConfig,
+    IvfIndex,
+    Metric,
+    SearchParams,
+)
+from iqdb_ivf_jax._metrics import pairwise
+
+METRICS = ["euclidean", "cosine", "dot_product", "manhattan", "hamming"]
+COSINE_EPS = 1.1754944e-38
+RTOL, ATOL = 1e-4, 1e-3
+
+
+# ------------------------------------------------------------------ oracle
+def bits(a) -> np.ndarray:
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+def f64_distances(X, q, metric: str) -> np.ndarray:
+    X32 = np.asarray(X, np.float32).reshape(-1, np.asarray(q).shape[-1])
+    q32 = np.asarray(q, np.float32)
+    if metric == "hamming":
+        return (X32.view(np.uint32) != q32.view(np.uint32)[None, :]).sum(1).astype(np.float64)
+    X64, q64 = X32.astype(np.float64), q32.astype(np.float64)
+    if metric == "euclidean":
+        return np.sqrt(((X64 - q64) ** 2).sum(1))
+    if metric == "manhattan":
+        return np.abs(X64 - q64).sum(1)
+    if metric == "dot_product":
+        return -(X64 @ q64)
+    if metric == "cosine":
+        denom = np.linalg.norm(X64, axis=1) * np.linalg.norm(q64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.clip(1.0 - (X64 @ q64) / denom, 0.0, 2.0)
+        return np.where(denom <= COSINE_EPS, 1.0, d)
+    raise AssertionError(metric)
+
+
+def exact_f32(X, q, metric: str) -> np.ndarray:
+    X = np.asarray(X, np.float32).reshape(-1, np.asarray(q).shape[-1])
+    if X.shape[0] == 0:
+        return np.zeros(0, np.float32)
+    out = pairwise(jnp.asarray(np.asarray(q, np.float32)[None, :]), jnp.asarray(X), Metric(metric))
+    return np.asarray(out)[0]
+
+
+def rank(d: np.ndarray, seqs) -> np.ndarray:
+    """Order by (distance, seq), NaN last."""
+    d = np.asarray(d, np.float64)
+    nan = np.isnan(d)
+    return np.lexsort((np.asarray(seqs), np.where(nan, np.inf, d), nan))
+
+
+class Model:
+    """What the index should hold: id -> (vector, seq, metadata), with seqs."""
+
+    def __init__(self):
+        self.entries: dict = {}
+        self.next_seq = 0
+
+    def insert(self, id_, v, meta=None):
+        self.entries[id_] = (np.asarray(v, np.float32), self.next_seq, meta)
+        self.next_seq += 1
+
+    def delete(self, id_):
+        del self.entries[id_]
+
+    def arrays(self, pred=None):
+        items = [(i, e) for i, e in self.entries.items() if pred is None or pred(e[2])]
+        ids = [i for i, _ in items]
+        X = np.stack([e[0] for _, e in items]) if items else None
+        seqs = np.array([e[1] for _, e in items], np.int64)
+        return ids, X, seqs
+
+
+def oracle(model: Model, q, metric: str, k: int, pred=None):
+    """(ids, f32 distances, f64 distances) of the exact top-k."""
+    ids, X, seqs = model.arrays(pred)
+    if not ids or k == 0:
+        return [], np.zeros(0, np.float32), np.zeros(0)
+    d32 = exact_f32(X, q, metric)
+    order = rank(d32, seqs)[:k]
+    d64 = f64_distances(X, q, metric)
+    return [ids[i] for i in order], d32[order], d64[order]
+
+
+def assert_full_probe_matches(hits, model: Model, q, metric: str, k: int, pred=None):
+    want_ids, want_d32, _ = oracle(model, q, metric, k, pred)
+    got_ids = [h.id for h in hits]
+    assert got_ids == want_ids
+    got_d = np.array([h.distance for h in hits], np.float32)
+    np.testing.assert_array_equal(bits(got_d), bits(want_d32))
+    # float64 cross-check (tolerant): each hit's distance, and the k-th smallest values.
+    ids, X, seqs = model.arrays(pred)
+    if not ids or k == 0:
+        return
+    d64 = f64_distances(X, q, metric)
+    pos = {i: j for j, i in enumerate(ids)}
+    np.testing.assert_allclose(got_d, d64[[pos[i] for i in got_ids]], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got_d, np.sort(d64)[: len(got_ids)], rtol=RTOL, atol=ATOL)
+
+
+def build(metric, X, n_clusters, *, n_probes=None, seed=7, ids=None, metas=None, model=None):
+    idx = IvfIndex(
+        X.shape[1],
+        metric,
+        IvfConfig(n_clusters=n_clusters, n_probes=n_probes or n_clusters, seed=seed),
+    )
+    idx.train(X)
+    ids = list(range(len(X))) if ids is None else ids
+    idx.insert_batch(ids, X, metas)
+    if model is not None:
+        for j, i in enumerate(ids):
+            model.insert(i, X[j], None if metas is None else metas[j])
+    return idx
+
+
+def blob_data(n_per=50, centres=((0, 0), (8, 1), (-3, 7), (5, -6)), jitter=1.5, seed=0, d=2):
+    rng = np.random.default_rng(seed)
+    c = np.asarray(centres, np.float32)
+    x = np.concatenate([ci + rng.normal(0, jitter, (n_per, d)) for ci in c]).astype(np.float32)
+    return x[rng.permutation(len(x))]
+
+
+def for_metric(x: np.ndarray, metric: str) -> np.ndarray:
+    """Hamming needs repeated values to be interesting: snap to a half grid."""
+    return (np.round(x * 2) / 2).astype(np.float32) if metric == "hamming" else x
+
+
+# -------------------------------------------------------------------------- 22
+@pytest.fixture(scope="module")
+def small():
+    x = blob_data(10, seed=22)
+    m = Model()
+    idx = build("euclidean", x, 4, model=m)
+    return idx, x, m
+
+
+def test_b22_search_before_train():
+    idx = IvfIndex(2, "euclidean", IvfConfig(n_clusters=2, n_probes=1))
+    with pytest.raises(InvalidConfigError, match="trained"):
+        idx.search([0.0, 0.0])
+    with pytest.raises(InvalidConfigError, match="trained"):
+        idx.search_batch([[0.0, 0.0]])
+    with pytest.raises(InvalidConfigError, match="trained"):
+        idx.search_arrays([[0.0, 0.0]])
+    with pytest.raises(InvalidConfigError, match="trained"):
+        idx.search([0.0, 0.0], k=0)
+    # call-shape errors come first
+    with pytest.raises(TypeError):
+        idx.search([0.0, 0.0], k=True)
+    with pytest.raises(InvalidConfigError, match="k"):
+        idx.search([0.0, 0.0], k=-1)
+    with pytest.raises(TypeError):
+        idx.search([0.0, 0.0], k=SearchParams(3, "euclidean"), filter={"a": 1})
+
+
+def test_b22_empty_index_and_k0(small):
+    idx, x, _ = small
+    empty = IvfIndex(2, "euclidean", IvfConfig(n_clusters=4, n_probes=4, seed=7))
+    empty.train(x)
+    assert empty.search(x[0]) == []
+    assert empty.search(x[0], k=5) == []
+    assert empty.search_batch(x[:3], k=5) == [[], [], []]
+    D, I = empty.search_arrays(x[:3], k=5)
+    assert D.shape == I.shape == (3, 5) and np.isinf(D).all() and (I == -1).all()
+    assert idx.search(x[0], k=0) == []
+    assert idx.search_batch(x[:2], k=0) == [[], []]
+    D, I = idx.search_arrays(x[:2], k=0)
+    assert D.shape == (2, 0) and I.shape == (2, 0)
+    assert D.dtype == np.float32
+
+
+@pytest.mark.parametrize("k", [True, False, 1.0, "3", None, [3], np.float32(2)])
+def test_b22_k_type_errors(small, k):
+    idx, x, _ = small
+    with pytest.raises(TypeError):
+        idx.search(x[0], k=k)
+    with pytest.raises(TypeError):
+        idx.search_batch(x[:2], k=k)
+    with pytest.raises(TypeError):
+        idx.search_arrays(x[:2], k=k)
+
+
+def test_b22_k_negative(small):
+    idx, x, _ = small
+    for call, arg in ((idx.search, x[0]), (idx.search_batch, x[:2]), (idx.search_arrays, x[:2])):
+        with pytest.raises(InvalidConfigError):
+            call(arg, k=-1)
+        with pytest.raises(InvalidConfigError):
+            call(arg, k=SearchParams(-1, "euclidean"))
+    # numpy ints are ints
+    assert len(idx.search(x[0], k=np.int64(3))) == 3
+
+
+def test_b22_search_params(small):
+    idx, x, _ = small
+    plain = idx.search(x[0], k=4)
+    assert idx.search(x[0], SearchParams(4, "euclidean")) == plain
+    assert idx.search(x[0], k=SearchParams(4, Metric.EUCLIDEAN)) == plain
+    assert idx.search_batch(x[:1], SearchParams(4, "euclidean")) == [plain]
+    for bad in ("cosine", Metric.DOT_PRODUCT, "hamming"):
+        with pytest.raises(InvalidMetricError):
+            idx.search(x[0], SearchParams(4, bad))
+        with pytest.raises(InvalidMetricError):
+            idx.search_arrays(x[:2], SearchParams(4, bad))
+    with pytest.raises(TypeError):
+        idx.search(x[0], SearchParams(4, "euclidean"), filter={"a": 1})
+    with pytest.raises(TypeError):
+        idx.search_batch(x[:2], SearchParams(4, "euclidean"), filter=Filter.eq("a", 1))
+    # the metric check comes after the vector checks
+    with pytest.raises(DimensionMismatchError):
+        idx.search([0.0, 0.0, 0.0], SearchParams(4, "cosine"))
+    with pytest.raises(InvalidVectorError):
+        idx.search([np.nan, 0.0], SearchParams(4, "cosine"))
+    # SearchParams may carry a filter
+    m = IvfIndex(2, "euclidean", IvfConfig(n_clusters=4, n_probes=4, seed=7))
+    m.train(x)
+    m.insert_batch([0, 1, 2], x[:3], [{"c": "a"}, {"c": "b"}, {"c": "a"}])
+    got = m.search(x[1], SearchParams(3, "euclidean", Filter.eq("c", "a")))
+    assert sorted(h.id for h in got) == [0, 2]
+    got = m.search(x[1], SearchParams(3, "euclidean", {"c": "b"}))
+    assert [h.id for h in got] == [1]
+
+
+def test_b22_query_shape_errors(small):
+    idx, x, _ = small
+    with pytest.raises(DimensionMismatchError):
+        idx.search([1.0, 2.0, 3.0])
+    with pytest.raises(InvalidVectorError):
+        idx.search(x[:2])  # a batch passed to search
+    with pytest.raises(InvalidVectorError):
+        idx.search_batch(x[0])  # a vector passed to search_batch
+    with pytest.raises(InvalidVectorError):
+        idx.search(np.array(["a", "b"]))
+    with pytest.raises(DimensionMismatchError):
+        idx.search_arrays(np.zeros((2, 3), np.float32))
+
+
+# -------------------------------------------------------------------------- 23
+def test_b23_quick_start():
+    idx = IvfIndex(2, "euclidean", IvfConfig(n_clusters=2, n_probes=2, seed=7))
+    idx.train(np.array([[0.0, 0.0], [10.0, 10.0], [0.5, 0.2], [9.5, 10.1]], np.float32))
+    idx.insert(1, [0.0, 0.0])
+    idx.insert(2, [10.0, 10.0])
+    hits = idx.search([0.0, 0.0], k=1)
+    assert [h.id for h in hits] == [1]
+    assert hits[0] == Hit(1, 0.0, None)
+    idx.insert(3, [0.1, 0.1])
+    hits = idx.search([0.0, 0.0], k=2)
+    assert [h.id for h in hits] == [1, 3]
+    assert hits[1].distance == pytest.approx(math.sqrt(0.02), rel=1e-6)
+    assert isinstance(hits[1].distance, float)
+
+
+# -------------------------------------------------------------------------- 24
+@pytest.mark.parametrize("metric", METRICS)
+def test_b24_full_probe_equals_brute_force_small(metric):
+    x = for_metric(blob_data(50, seed=24), metric)
+    m = Model()
+    idx = build(metric, x, 4, model=m)
+    rng = np.random.default_rng(124)
+    queries = np.concatenate([x[:4], for_metric(rng.normal(2, 5, (6, 2)).astype(np.float32), metric)])
+    for q in queries:
+        assert_full_probe_matches(idx.search(q, k=10), m, q, metric, 10)
+
+
+@pytest.fixture(scope="module")
+def big_data():
+    rng = np.random.default_rng(2024)
+    centres = rng.uniform(-10, 10, (16, 16))
+    lab = rng.integers(0, 16, 2000)
+    x = (centres[lab] + rng.uniform(-0.3, 0.3, (2000, 16))).astype(np.float32)
+    qlab = rng.integers(0, 16, 12)
+    q = (centres[qlab] + rng.uniform(-0.3, 0.3, (12, 16))).astype(np.float32)
+    return x, np.concatenate([q, x[[5, 500, 1999]], rng.normal(0, 5, (1, 16)).astype(np.float32)])
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_b24_full_probe_equals_brute_force_2000x16(metric, big_data):
+    x, queries = big_data
+    x = for_metric(x, metric)
+    queries = for_metric(queries, metric)
+    m = Model()
+    idx = build(metric, x, 32, model=m)
+    hits = idx.search_batch(queries, k=10)
+    for q, h in zip(queries, hits):
+        assert_full_probe_matches(h, m, q, metric, 10)
+
+
+# ------------------------------------------------------------- 25/26 (hypothesis)
+BUCKET_N = (16, 32, 48)
+BUCKET_DIM = (2, 5, 8)
+BUCKET_NC = (1, 3, 7)
+BUCKET_K = (0, 1, 5, 10, 29)
+
+
+def _grid_or_normal(rng, shape, grid: bool):
+    if grid:
+        return rng.choice(np.array([-1.0, -0.5, 0.0, 0.5, 1.0], np.float32), shape).astype(np.float32)
+    return rng.normal(0, 1, shape).astype(np.float32)
+
+
+def _random_history(metric, n, dim, nc, seed, n_probes=None):
+    """Train, insert n, then random deletes / re-inserts (some tie vectors)."""
+    rng = np.random.default_rng(seed)
+    grid = bool(rng.integers(2)) or metric == "hamming"
+    x = _grid_or_normal(rng, (n, dim), grid)
+    m = Model()
+    idx = build(metric, x, nc, n_probes=n_probes, seed=int(rng.integers(2**63)), model=m)
+    ops = int(rng.integers(0, n))
+    next_id = n
+    for _ in range(ops):
+        live = list(m.entries)
+        if live and rng.random() < 0.5:
+            victim = live[int(rng.integers(len(live)))]
+            idx.delete(victim)
+            m.delete(victim)
+        else:
+            if rng.random() < 0.5 and live:
+                v = m.entries[live[int(rng.integers(len(live)))]][0].copy()  # exact tie
+            else:
+                v = _grid_or_normal(rng, (dim,), grid)
+            # re-use a deleted id sometimes
+            new_id = next_id if rng.random() < 0.5 else int(rng.integers(0, next_id))
+            if new_id in m.entries:
+                new_id = next_id
+            if new_id == next_id:
+                next_id += 1
+            idx.insert(new_id, v)
+            m.insert(new_id, v)
+    queries = np.concatenate([x[:2], _grid_or_normal(rng, (2, dim), grid)])
+    return idx, m, queries
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    metric=st.sampled_from(METRICS),
+    n=st.sampled_from(BUCKET_N),
+    dim=st.sampled_from(BUCKET_DIM),
+    nc=st.sampled_from(BUCKET_NC),
+    k=st.sampled_from(BUCKET_K),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_b25_property_full_probe_equals_oracle(metric, n, dim, nc, k, seed):
+    idx, m, queries = _random_history(metric, n, dim, nc, seed)
+    assert len(idx) == len(m.entries)
+    batch = idx.search_batch(queries, k=k)
+    for q, hits in zip(queries, batch):
+        assert_full_probe_matches(hits, m, q, metric, k)
+        assert idx.search(q, k=k) == hits
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    metric=st.sampled_from(METRICS),
+    n=st.sampled_from(BUCKET_N),
+    dim=st.sampled_from(BUCKET_DIM),
+    nc=st.sampled_from(BUCKET_NC),
+    k=st.sampled_from(BUCKET_K),
+    probe_frac=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_b26_property_hits_sorted_bounded_unique(metric, n, dim, nc, k, probe_frac, seed):
+    n_probes = max(1, min(nc, int(round(probe_frac * nc))))
+    idx, m, queries = _random_history(metric, n, dim, nc, seed, n_probes=n_probes)
+    assert idx.n_probes == n_probes
+    for q in queries:
+        hits = idx.search(q, k=k)
+        assert len(hits) <= min(k, len(m.entries))
+        ids = [h.id for h in hits]
+        assert len(set(ids)) == len(ids)
+        for h in hits:
+            assert h.id in m.entries
+            v, seq, _ = m.entries[h.id]
+            # the reported distance is the exact one for that id
+            assert bits([h.distance]) == bits(exact_f32(v[None], q, metric))
+        keys = [(h.distance, m.entries[h.id][1]) for h in hits]
+        assert keys == sorted(keys)
+
+
+# -------------------------------------------------------------------------- 27
+def test_b27_dot_product():
+    pts = np.array(
+        [[0.5, 0.5], [1, 0], [0, 1], [2, 2], [-1, -1], [-2, -2], [-1, 0], [0, -1]], np.float32
+    )
+    idx = IvfIndex(2, "dot_product", IvfConfig(n_clusters=2, n_probes=2, seed=27))
+    idx.train(pts)
+    idx.insert_batch(list(range(8)), pts)
+    hits = idx.search([1.0, 1.0], k=8)
+    assert hits[0].id == 3
+    np.testing.assert_array_equal(idx.get(hits[0].id)[0], [2.0, 2.0])
+    assert hits[0].distance == pytest.approx(-4.0, abs=1e-6)
+    d = [h.distance for h in hits]
+    assert d == sorted(d)  # ascending, even for dot product
+    assert d[-1] == pytest.approx(4.0)
+    D, _ = idx.search_arrays([[1.0, 1.0]], k=8)
+    assert (np.diff(D[0]) >= 0).all()
+
+
+# -------------------------------------------------------------------------- 28
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "dot_product", "cosine"])
+def test_b28_ties_in_insertion_order_across_lists(metric):
+    # Four lists (one per blob); the tie points lie in different lists.
+    rng = np.random.default_rng(28)
+    centres = np.array([[6, 0], [-6, 0], [0, 6], [0, -6]], np.float32)
+    train = np.concatenate([c + rng.normal(0, 0.3, (20, 2)) for c in centres]).astype(np.float32)
+    idx = IvfIndex(2, metric, IvfConfig(n_clusters=4, n_probes=4, seed=28))
+    idx.train(train)
+    if metric == "dot_product":
+        # the same dot with q = (1, 1): points on the line x + y = 2
+        q = np.array([1.0, 1.0], np.float32)
+        ties = np.array([[3, -1], [-1, 3], [1, 1], [2, 0], [0, 2]], np.float32)
+    elif metric == "cosine":
+        # the same cosine with q = (1, 0): power-of-two scalings of (1, +-1) are exact
+        q = np.array([1.0, 0.0], np.float32)
+        ties = np.array([[1, 1], [2, -2], [4, 4], [0.5, -0.5], [8, 8]], np.float32)
+    else:
+        q = np.array([0.0, 0.0], np.float32)
+        ties = np.array([[1, 0], [0, -1], [-1, 0], [0, 1], [0, 1]], np.float32)
+    order = [30, 10, 40, 20, 50]
+    filler = np.array([[6, 6], [-6, -6], [6, -6]], np.float32)
+    idx.insert_batch([100, 101, 102], filler)
+    for i, v in zip(order, ties):
+        idx.insert(i, v)
+    hits = idx.search(q, k=5)
+    dist = {h.distance for h in hits}
+    assert len(dist) == 1, "setup: all five must tie exactly"
+    assert [h.id for h in hits] == order
+    # setup: the tie points are not all in one list
+    idx.set_n_probes(1)
+    lists = {frozenset(h.id for h in idx.search(v, k=len(idx))) for v in ties}
+    idx.set_n_probes(4)
+    assert len(lists) >= 2
+    # delete and re-insert: goes last
+    idx.delete(10)
+    idx.insert(10, ties[1])
+    assert [h.id for h in idx.search(q, k=5)] == [30, 40, 20, 50, 10]
+    # deleting others does not reorder
+    idx.delete(40)
+    assert [h.id for h in idx.search(q, k=4)] == [30, 20, 50, 10]
+    # retrain keeps seqs
+    idx.retrain()
+    assert [h.id for h in idx.search(q, k=4)] == [30, 20, 50, 10]
+
+
+def test_b28_hamming_ties():
+    idx = IvfIndex(4, "hamming", IvfConfig(n_clusters=2, n_probes=2, seed=28))
+    base = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1], [1, 0, 1, 0]], np.float32)
+    idx.train(base)
+    # all at Hamming distance 1 from 0000, in varying lists
+    ties = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+    ids = ["d", "b", "a", "c"]
+    idx.insert_batch(ids, ties)
+    hits = idx.search(np.zeros(4, np.float32), k=4)
+    assert [h.id for h in hits] == ids
+    assert all(h.distance == 1.0 for h in hits)
+
+
+# -------------------------------------------------------------------------- 29
+def test_b29_special_distances():
+    cos = IvfIndex(2, "cosine", IvfConfig(n_clusters=1, n_probes=1))
+    cos.train(np.array([[1.0, 0.0], [0.0, 1.0]], np.float32))
+    cos.insert("zero", [0.0, 0.0])
+    cos.insert("x", [1.0, 0.0])
+    cos.insert("tiny", [1e-20, 0.0])
+    got = {h.id: h.distance for h in cos.search([3.0, 4.0], k=3)}
+    assert got["zero"] == 1.0
+    assert got["x"] == pytest.approx(0.4, abs=1e-6)
+    got0 = {h.id: h.distance for h in cos.search([0.0, 0.0], k=3)}
+    assert got0 == {"zero": 1.0, "x": 1.0, "tiny": 1.0}
+    got_tiny = {h.id: h.distance for h in cos.search([1e-20, 0.0], k=3)}
+    assert got_tiny["tiny"] == 1.0  # norm product <= 1.1754944e-38
+    assert got_tiny["zero"] == 1.0
+    for d in got.values():
+        assert 0.0 <= d <= 2.0
+    opp = {h.id: h.distance for h in cos.search([-1.0, 0.0], k=3)}
+    assert opp["x"] == 2.0
+
+    ham = IvfIndex(2, "hamming", IvfConfig(n_clusters=1, n_probes=1))
+    ham.train(np.array([[0.0, 1.0], [1.0, 2.0]], np.float32))
+    ham.insert("pz", [0.0, 1.0])
+    ham.insert("one", [1.0, 2.0])
+    ham.insert("two", [5.0, 7.0])
+    d = {h.id: h.distance for h in ham.search([-0.0, 1.0], k=3)}
+    assert d["pz"] == 1.0  # +0.0 vs -0.0 differ in one position
+    nxt = np.nextafter(np.float32(1.0), np.float32(2.0))
+    d = {h.id: h.distance for h in ham.search(np.array([nxt, 2.0], np.float32), k=3)}
+    assert d["one"] == 1.0  # positions, not bits
+    assert d["two"] == 2.0
+    d = {h.id: h.distance for h in ham.search([1.0, 2.0], k=3)}
+    assert d["one"] == 0.0
+
+    for metric in ("euclidean", "manhattan"):
+        e = IvfIndex(3, metric, IvfConfig(n_clusters=1, n_probes=1))
+        v = np.array([0.1, -7.3, 1e3], np.float32)
+        e.train(v[None])
+        e.insert(1, v)
+        e.insert(2, v + np.array([3.0, 4.0, 0.0], np.float32))
+        hits = e.search(v, k=2)
+        assert hits[0].id == 1 and hits[0].distance == 0.0
+        if metric == "euclidean":
+            assert hits[1].distance == pytest.approx(5.0, rel=1e-4)  # true L2, not squared
+        else:
+            assert hits[1].distance == pytest.approx(7.0, rel=1e-4)
+
+
+# -------------------------------------------------------------------------- 30
+def test_b30_three_search_forms_agree(small):
+    idx, x, m = small
+    q = np.concatenate([x[:5], np.array([[100.0, -100.0]], np.float32)])
+    for k in (1, 7, 40, 55):
+        D, I = idx.search_arrays(q, k=k)
+        assert D.dtype == np.float32 and I.dtype == np.int64
+        assert D.shape == I.shape == (len(q), k)
+        batch = idx.search_batch(q, k=k)
+        singles = [idx.search(qi, k=k) for qi in q]
+        assert batch == singles
+        for row in range(len(q)):
+            hits = batch[row]
+            assert len(hits) == min(k, len(m.entries))
+            assert I[row, : len(hits)].tolist() == [h.id for h in hits]
+            assert D[row, : len(hits)].tolist() == [h.distance for h in hits]
+            assert (I[row, len(hits) :] == -1).all()
+            assert np.isposinf(D[row, len(hits) :]).all()
+            assert (np.diff(D[row]) >= 0).all()
+
+
+def test_b30_object_ids_padding():
+    x = blob_data(3, seed=30)
+    for ids in (["a", "b", "c"] + list(range(9)), [2**63] + list(range(11)), [b"z"] + list(range(11))):
+        idx = build("euclidean", x, 2, ids=ids)
+        D, I = idx.search_arrays(x[:2], k=15)
+        assert I.dtype == object
+        assert I.shape == (2, 15)
+        assert all(v is None for v in I[:, 12:].ravel())
+        assert np.isposinf(D[:, 12:]).all()
+        batch = idx.search_batch(x[:2], k=15)
+        for row, hits in enumerate(batch):
+            assert list(I[row, :12]) == [h.id for h in hits]
+            assert [type(v) for v in I[row, :12]] == [type(h.id) for h in hits]
+    # back to int64 once the wide ids are gone
+    idx = build("euclidean", x, 2, ids=[2**63] + list(range(11)))
+    idx.delete(2**63)
+    _, I = idx.search_arrays(x[:2], k=15)
+    assert I.dtype == np.int64
+    assert (I[:, 11:] == -1).all()
+
+
+# -------------------------------------------------------------------------- 36
+def test_b36_filter_missing_metadata():
+    idx = IvfIndex(2, "euclidean", IvfConfig(n_clusters=1, n_probes=1))
+    idx.train(np.array([[0.0, 0.0], [1.0, 1.0]], np.float32))
+    idx.insert(1, [0.0, 0.0])
+    idx.insert(2, [1.0, 1.0], {"tier": "hot"})
+    assert [h.id for h in idx.search([0.0, 0.0], k=1)] == [1]
+    assert [h.id for h in idx.search([0.0, 0.0], k=1, filter=Filter.eq("tier", "hot"))] == [2]
+    assert [h.id for h in idx.search([0.0, 0.0], k=5, filter={"tier": "hot"})] == [2]
+    hit = idx.search([0.0, 0.0], k=5, filter={"tier": "hot"})[0]
+    assert hit.metadata == {"tier": "hot"}
+    assert idx.search([0.0, 0.0], k=5, filter=Filter.neq("tier", "cold")) == [
+        Hit(2, hit.distance, {"tier": "hot"})
+    ]
+    assert [h.id for h in idx.search([0.0, 0.0], k=5, filter=Filter.not_(Filter.eq("tier", "hot")))] == [1]
+
+
+# -------------------------------------------------------------------------- 37
+COLOURS = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="module")
+def coloured():
+    rng = np.random.default_rng(37)
+    x = rng.normal(0, 3, (384, 4)).astype(np.float32)
+    metas = []
+    for i in range(384):
+        r = rng.random()
+        if r < 0.05:
+            metas.append(None)
+        elif r < 0.1:
+            metas.append({})
+        else:
+            metas.append({"colour": COLOURS[int(rng.integers(3))], "year": int(rng.integers(2000, 2021)), "uid": i})
+    m = Model()
+    idx = build("euclidean", x, 6, metas=metas, model=m, n_probes=6)
+    return idx, x, m, rng.normal(0, 3, (8, 4)).astype(np.float32)
+
+
+def blue_after_2010(meta):
+    return bool(meta) and meta.get("colour") == "blue" and meta.get("year", 0) > 2010
+
+
+def test_b37_filtered_full_probe_equals_oracle(coloured):
+    idx, x, m, queries = coloured
+    f = Filter.and_(Filter.eq("colour", "blue"), Filter.gt("year", 2010))
+    as_dict = {"colour": "blue", "year": {"$gt": 2010}}
+    n_match = sum(blue_after_2010(e[2]) for e in m.entries.values())
+    assert n_match > 8
+    for q in queries:
+        hits = idx.search(q, k=8, filter=f)
+        assert len(hits) == 8
+        assert_full_probe_matches(hits, m, q, "euclidean", 8, pred=blue_after_2010)
+        assert idx.search(q, k=8, filter=as_dict) == hits
+        for h in hits:
+            assert blue_after_2010(h.metadata)
+    D, I = idx.search_arrays(queries, k=8, filter=f)
+    assert [row.tolist() for row in I] == [[h.id for h in idx.search(q, k=8, filter=f)] for q in queries]
+    assert idx.search_batch(queries, k=8, filter=f) == [idx.search(q, k=8, filter=f) for q in queries]
+
+
+# -------------------------------------------------------------------------- 39
+def nested_not(depth):
+    f = Filter.eq("colour", "red")
+    for _ in range(depth):
+        f = Filter.not_(f)
+    return f
+
+
+def test_b39_filter_limits_at_index(coloured):
+    idx, x, m, queries = coloured
+    q = queries[0]
+    deep64 = nested_not(64)  # even depth: same as Eq
+    assert idx.search(q, k=5, filter=deep64) == idx.search(q, k=5, filter=Filter.eq("colour", "red"))
+    with pytest.raises(InvalidFilterError):
+        idx.search(q, k=5, filter=nested_not(65))
+    with pytest.raises(InvalidFilterError):
+        idx.search_batch(queries[:2], k=5, filter=nested_not(65))
+    with pytest.raises(InvalidFilterError):
+        idx.search_arrays(queries[:2], k=5, filter=nested_not(65))
+    ok = Filter.is_in("uid", list(range(1024)))
+    assert len(idx.search(q, k=5, filter=ok)) == 5
+    with pytest.raises(InvalidFilterError):
+        idx.search(q, k=5, filter=Filter.is_in("uid", list(range(1025))))
+    with pytest.raises(InvalidFilterError):
+        idx.search(q, k=5, filter={"uid": {"$in": list(range(1025))}})
+
+
+def test_b39_over_limit_filter_passes_when_k0_or_empty(coloured):
+    idx, x, m, queries = coloured
+    bad = [nested_not(65), Filter.is_in("uid", list(range(1025)))]
+    empty = IvfIndex(4, "euclidean", IvfConfig(n_clusters=6, n_probes=6, seed=7))
+    empty.train(x)
+    for f in bad:
+        assert idx.search(queries[0], k=0, filter=f) == []
+        assert idx.search_batch(queries[:2], k=0, filter=f) == [[], []]
+        D, I = idx.search_arrays(queries[:2], k=0, filter=f)
+        assert D.shape == I.shape == (2, 0)
+        assert empty.search(queries[0], k=5, filter=f) == []
+        D, I = empty.search_arrays(queries[:2], k=5, filter=f)
+        assert (I == -1).all() and np.isinf(D).all()
+    # but a malformed dict is a call-shape error, raised first
+    with pytest.raises(InvalidFilterError):
+        empty.search(queries[0], k=0, filter={"a": {"$regex": "x"}})
+
+
+# -------------------------------------------------------------------------- 40
+FILTERS = [
+    (Filter.eq("colour", "red"), lambda md: bool(md) and md.get("colour") == "red"),
+    (
+        Filter.or_(Filter.eq("colour", "green"), Filter.lt("year", 2005)),
+        lambda md: bool(md) and (md.get("colour") == "green" or ("year" in md and md["year"] < 2005)),
+    ),
+    (Filter.not_(Filter.eq("colour", "blue")), lambda md: not (bool(md) and md.get("colour") == "blue")),
+    (Filter.is_in("year", [2001, 2003, 2019]), lambda md: bool(md) and md.get("year") in (2001, 2003, 2019)),
+    (
+        Filter.and_(Filter.gte("year", 2010), Filter.neq("colour", "red")),
+        lambda md: bool(md) and "colour" in md and md.get("year", 0) >= 2010 and md["colour"] != "red",
+    ),
+]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    fi=st.integers(0, len(FILTERS) - 1),
+    k=st.sampled_from((1, 5, 10, 29)),
+    n_probes=st.integers(1, 6),
+    qi=st.integers(0, 7),
+)
+def test_b40_property_filtered_subset_of_candidates(coloured, fi, k, n_probes, qi):
+    idx, x, m, queries = coloured
+    f, pred = FILTERS[fi]
+    q = queries[qi]
+    idx.set_n_probes(n_probes)
+    try:
+        candidates = idx.search(q, k=len(m.entries))  # every entry of the probed lists
+        hits = idx.search(q, k=k, filter=f)
+    finally:
+        idx.set_n_probes(6)
+    cand_ids = [h.id for h in candidates]
+    got = [h.id for h in hits]
+    assert set(got) <= set(cand_ids)
+    for h in hits:
+        assert pred(h.metadata)
+        assert f.evaluate(h.metadata)
+    # exactly the predicate's survivors among the candidates, in candidate order
+    expect = [h for h in candidates if pred(m.entries[h.id][2])][:k]
+    assert hits == expect
+
+
+def test_b40_selective_filter_returns_fewer_than_k(coloured):
+    idx, x, m, queries = coloured
+    target = next(i for i, e in m.entries.items() if e[2] and "uid" in e[2])
+    hits = idx.search(queries[0], k=10, filter={"uid": target})
+    assert [h.id for h in hits] == [target]
+    assert idx.search(queries[0], k=10, filter={"colour": "purple"}) == []
+    # probes are never widened: one probe, a filter only matching entries elsewhere
+    idx.set_n_probes(1)
+    try:
+        cands = {h.id for h in idx.search(queries[1], k=len(m.entries))}
+        outside = next(i for i, e in m.entries.items() if i not in cands and e[2] and "uid" in e[2])
+        assert idx.search(queries[1], k=10, filter={"uid": outside}) == []
+    finally:
+        idx.set_n_probes(6)

@@ -1,0 +1,75 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iqdb_ivf_jax._topk import SEQ_LIMIT, smallest_k
+
+
+def oracle(dist, seq, valid, k):
+    """Sort valid candidates by (is_nan, distance, seq) in Python."""
+    items = [(bool(np.isnan(d)), 0.0 if np.isnan(d) else float(d), int(s), i)
+             for i, (d, s, v) in enumerate(zip(dist, seq, valid)) if v]
+    items.sort()
+    pos = [i for *_, i in items[:k]]
+    return pos + [-1] * (k - len(pos))
+
+
+_jit = jax.jit(smallest_k, static_argnames="k")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, 1.0, 1.5, 2.0, np.inf, np.nan, -1.0]), min_size=16, max_size=16),
+    st.lists(st.booleans(), min_size=16, max_size=16),
+    st.sampled_from([1, 3, 10, 16, 20]),
+    st.randoms(use_true_random=False),
+)
+def test_matches_oracle_with_ties_nan_inf(dists, valid, k, rnd):
+    seq = list(range(16))
+    rnd.shuffle(seq)
+    d = np.array(dists, np.float32)
+    s = np.array(seq, np.int32)
+    v = np.array(valid)
+    out_d, out_i = _jit(d, s, v, k=k)
+    assert list(np.asarray(out_i)) == oracle(d, s, v, k)
+    pad = np.asarray(out_i) < 0
+    assert np.all(np.isinf(np.asarray(out_d)[pad]))
+
+
+def test_ties_go_to_smaller_seq_not_position():
+    d = jnp.zeros(8, jnp.float32)
+    s = jnp.array([7, 6, 5, 4, 3, 2, 1, 0], jnp.int32)
+    _, i = smallest_k(d, s, jnp.ones(8, bool), 3)
+    assert list(np.asarray(i)) == [7, 6, 5]
+
+
+def test_k_zero_and_pad():
+    d, i = smallest_k(jnp.ones(4, jnp.float32), jnp.arange(4, dtype=jnp.int32), jnp.ones(4, bool), 0)
+    assert d.shape == (0,) and i.shape == (0,)
+    d, i = smallest_k(jnp.ones(2, jnp.float32), jnp.arange(2, dtype=jnp.int32), jnp.array([True, False]), 4)
+    assert list(np.asarray(i)) == [0, -1, -1, -1]
+
+
+def test_nan_last_after_inf():
+    d = jnp.array([np.nan, np.inf, 1.0], jnp.float32)
+    s = jnp.array([0, 1, 2], jnp.int32)
+    dd, i = smallest_k(d, s, jnp.ones(3, bool), 3)
+    assert list(np.asarray(i)) == [2, 1, 0]
+    assert np.isnan(np.asarray(dd)[2])
+
+
+def test_vmap_equals_loop():
+    rng = np.random.default_rng(0)
+    d = rng.integers(0, 4, (5, 32)).astype(np.float32)
+    s = np.tile(rng.permutation(32).astype(np.int32), (5, 1))
+    v = rng.random((5, 32)) > 0.2
+    bd, bi = jax.vmap(lambda a, b, c: smallest_k(a, b, c, 7))(d, s, v)
+    for r in range(5):
+        assert list(np.asarray(bi[r])) == oracle(d[r], s[r], v[r], 7)
+
+
+def test_seq_limit_constant():
+    assert SEQ_LIMIT == 1 << 30
