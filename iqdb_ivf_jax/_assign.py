@@ -2,9 +2,9 @@
 
 EUCLIDEAN, MANHATTAN and HAMMING use squared L2 to the centroids; COSINE uses
 cosine distance to unit centroids; DOT_PRODUCT uses ``-<x, c>``. Insertion
-(assignment) and search (probing) call the same elementwise kernel, so a stored
-vector's own list is always its top-1 probe, bit for bit, whatever the batch
-shape. Ties go to the lower cluster id.
+(assignment) and search (probing) call the same matrix-product kernel on batches
+padded to at least ``MIN_ROWS`` rows, so a stored vector's own list is its top-1
+probe. Ties go to the lower cluster id.
 """
 
 import jax
@@ -29,32 +29,46 @@ def coarse_kind(metric: Metric) -> str:
 
 
 def centroid_scores(q: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
-    """Smaller-is-better scores ``f32[nlist]`` of one query ``f32[d]``.
+    """Smaller-is-better ranking scores of queries ``f32[d]`` or ``f32[n, d]``
+    against the centroids: ``f32[nlist]`` or ``f32[n, nlist]``.
 
-    ``"l2"``: squared L2; ``"cosine"``: ``1 - cos`` (1.0 for a zero vector);
-    ``"dot"``: ``-<q, c>``. Use ``jax.vmap`` for a batch.
+    One matrix product at HIGHEST precision: ``"l2"`` ranks by
+    ``|c|^2 - 2 q.c`` (squared L2 minus the constant ``|q|^2``); ``"cosine"`` by
+    ``-q.c / |c|`` (the query norm does not change the order; a zero query or
+    centroid scores 0, i.e. cosine distance 1); ``"dot"`` by ``-q.c``.
     """
-    q = q[None, :]
-    if kind == KIND_L2:
-        diff = centroids - q
-        return tree_sum(diff * diff)
-    dot = tree_sum(centroids * q)
+    q2 = q if q.ndim == 2 else q[None, :]
+    dots = lax.dot_general(q2, centroids, (((1,), (1,)), ((), ())), precision=lax.Precision.HIGHEST)
     if kind == KIND_DOT:
-        return -dot
-    denom = row_norms(q[0]) * row_norms(centroids)
-    ok = denom > COSINE_EPS
-    return jnp.where(ok, 1.0 - dot / jnp.where(ok, denom, 1.0), 1.0)
+        scores = -dots
+    elif kind == KIND_L2:
+        scores = tree_sum(centroids * centroids)[None, :] - 2.0 * dots
+    else:
+        cn = row_norms(centroids)[None, :]
+        ok = cn > COSINE_EPS
+        scores = jnp.where(ok, -dots / jnp.where(ok, cn, 1.0), 0.0)
+    return scores if q.ndim == 2 else scores[0]
 
 
 def probe(q: jax.Array, centroids: jax.Array, kind: str, n_probes: int) -> jax.Array:
-    """The ``n_probes`` best lists ``i32[n_probes]`` for one query, best first.
+    """The ``n_probes`` best lists, best first: ``i32[n_probes]`` for one query
+    ``f32[d]``, ``i32[n, n_probes]`` for ``f32[n, d]``.
 
     Equal scores go to the lower cluster id (``lax.top_k`` is stable).
     """
-    _, idx = lax.top_k(-centroid_scores(q, centroids, kind), n_probes)
+    _, idx = lax.optimization_barrier(lax.top_k(-centroid_scores(q, centroids, kind), n_probes))
     return idx.astype(jnp.int32)
 
 
 def assign(x: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
-    """The list of each row ``i32[n]``: its top-1 probe."""
-    return jax.vmap(lambda v: probe(v, centroids, kind, 1)[0])(x)
+    """The list of each row of ``f32[n, d]``: its top-1 probe, ``i32[n]``.
+
+    Callers pad ``n`` to at least :data:`MIN_ROWS` rows so that assignment and
+    probing run the same matrix-product kernel (XLA CPU rounds a 2-8 row
+    product differently from a large one).
+    """
+    return probe(x, centroids, kind, 1)[:, 0]
+
+
+# Batches for assignment/probing are padded to at least this many rows.
+MIN_ROWS = 64

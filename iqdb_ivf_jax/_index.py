@@ -14,7 +14,8 @@ import jax
 import numpy as np
 
 from . import _kernels
-from ._assign import coarse_kind
+from ._assign import MIN_ROWS, coarse_kind
+from ._batch import GEMM_METRICS, list_major_search
 from ._config import IvfConfig, Metric
 from ._errors import (
     DuplicateIdError,
@@ -42,6 +43,10 @@ _NOT_TRAINED = "index is not trained; call train(sample) first"
 _I63 = 1 << 63
 _GROUP = 32  # queries per search-kernel call (sorted by scan need)
 _PROBE_CHUNK = 1024  # queries per probing call
+_PATHS = ("auto", "query", "list")
+# list-major is chosen when a list is probed by at least this many queries on average
+_LIST_MAJOR_MIN_QUERIES_PER_LIST = 4
+_LIST_MAJOR_CHUNK_BYTES = 64 << 20  # candidate buffer budget per list-major call
 
 
 def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
@@ -333,7 +338,7 @@ class IvfIndex:
         n = x.shape[0]
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, state.codes.shape[-1]), np.uint8)
-        n_pad = pow2_at_least(n)
+        n_pad = pow2_at_least(n, MIN_ROWS)
         out = _kernels.prepare_rows(state, _pad_rows(x, n_pad))
         labels, norms, codes = (np.asarray(a)[:n] for a in out)
         return labels.astype(np.int64), norms, codes
@@ -545,8 +550,10 @@ class IvfIndex:
         self._mask_cache[flt] = dev
         return dev
 
-    def _search(self, queries, k, filter, rank: int):
-        """Shared body of the three searches -> ``(D f32[nq,k], slots i64[nq,k])`` or None."""
+    def _search(self, queries, k, filter, rank: int, path: str = "auto"):
+        """Shared body of the three searches -> ``(D f32[nq,k], slots i64[nq,k])``."""
+        if path not in _PATHS:
+            raise InvalidConfigError(f"path must be one of {_PATHS}, got {path!r}")
         k, flt, metric = self._parse_call(k, filter)
         self._require_trained()
         q = as_vector_array(queries, self._dim, rank=rank, what="query")
@@ -561,9 +568,21 @@ class IvfIndex:
             flt.validate()
         if nq == 0:
             return empty
-        return self._run_search(q2, k, flt)
+        return self._run_search(q2, k, flt, path)
 
-    def _run_search(self, q: np.ndarray, k: int, flt: Filter | None):
+    def _choose_path(self, nq: int, path: str) -> str:
+        state = self._state
+        gemm_ok = not state.is_pq and self._metric in GEMM_METRICS
+        if path == "list" and not gemm_ok:
+            raise InvalidConfigError(
+                "path='list' needs IVF-Flat with euclidean, cosine or dot_product"
+            )
+        if path != "auto":
+            return path
+        per_list = nq * self._config.n_probes / self._config.n_clusters
+        return "list" if gemm_ok and per_list >= _LIST_MAJOR_MIN_QUERIES_PER_LIST else "query"
+
+    def _run_search(self, q: np.ndarray, k: int, flt: Filter | None, path: str = "auto"):
         state, layout = self._state, self._layout
         cfg = self._config
         n_probes = cfg.n_probes
@@ -573,9 +592,24 @@ class IvfIndex:
         probes = np.empty((nq, n_probes), np.int32)
         for s in range(0, nq, _PROBE_CHUNK):
             chunk = q[s : s + _PROBE_CHUNK]
-            n_pad = pow2_at_least(chunk.shape[0])
+            n_pad = pow2_at_least(chunk.shape[0], MIN_ROWS)
             p = probe_batch(state, _pad_rows(chunk, n_pad), n_probes=n_probes)
             probes[s : s + chunk.shape[0]] = np.asarray(p)[: chunk.shape[0]]
+        live = int(layout.list_live[probes].sum())
+        if self._choose_path(nq, path) == "list":
+            chunk = max(64, _LIST_MAJOR_CHUNK_BYTES // (8 * n_probes * (k + 8)))
+            chunk = 1 << (chunk.bit_length() - 1)
+            D = np.empty((nq, k), np.float32)
+            S = np.empty((nq, k), np.int64)
+            scored = 0
+            for s0 in range(0, nq, chunk):
+                d, sl, sc = list_major_search(
+                    state, layout, q[s0 : s0 + chunk], probes[s0 : s0 + chunk], mask, k=k
+                )
+                D[s0 : s0 + chunk], S[s0 : s0 + chunk] = d, sl
+                scored += sc
+            self._record_scan("list", nq, scored, live)
+            return D, S
         need = layout.list_nblocks[probes].sum(axis=1)
         order = np.argsort(need, kind="stable")
         D = np.empty((nq, k), np.float32)
@@ -597,14 +631,17 @@ class IvfIndex:
             D[rows] = np.asarray(d)[: rows.shape[0]]
             S[rows] = np.asarray(sl)[: rows.shape[0]]
             scanned += T * rows.shape[0]
-        live = int(layout.list_live[probes].sum())
-        self._last_scan = {
-            "queries": nq,
-            "rows_scanned": scanned * state.block_size,
-            "live_rows_in_probed_lists": live,
-            "scan_padding": (scanned * state.block_size / live) if live else None,
-        }
+        self._record_scan("query", nq, scanned * state.block_size, live)
         return D, S
+
+    def _record_scan(self, path: str, nq: int, scored: int, live: int) -> None:
+        self._last_scan = {
+            "path": path,
+            "queries": nq,
+            "rows_scanned": scored,
+            "live_rows_in_probed_lists": live,
+            "scan_padding": (scored / live) if live else None,
+        }
 
     def _hits(self, D: np.ndarray, S: np.ndarray) -> list[list[Hit]]:
         out = []
@@ -639,19 +676,28 @@ class IvfIndex:
         D, S = self._search(query, k, filter, rank=1)
         return self._hits(D, S)[0] if D.shape[0] else []
 
-    def search_batch(self, queries, k=10, *, filter=None) -> list[list[Hit]]:
-        """:meth:`search` for each row of ``queries`` ``(nq, dim)``, in order."""
-        D, S = self._search(queries, k, filter, rank=2)
+    def search_batch(self, queries, k=10, *, filter=None, path: str = "auto") -> list[list[Hit]]:
+        """:meth:`search` for each row of ``queries`` ``(nq, dim)``, in order.
+
+        ``path`` picks the kernel: ``"query"`` scans each query's lists
+        (query-major), ``"list"`` scores each probed list against all its
+        queries with one matrix product (IVF-Flat euclidean/cosine/dot only),
+        ``"auto"`` (default) takes list-major when lists are probed by several
+        queries on average. Both return the same hits (up to float32 rounding
+        at the k-th distance).
+        """
+        D, S = self._search(queries, k, filter, rank=2, path=path)
         return self._hits(D, S)
 
-    def search_arrays(self, queries, k=10, *, filter=None):
+    def search_arrays(self, queries, k=10, *, filter=None, path: str = "auto"):
         """Batch search returning NumPy arrays ``(D, I)``, each ``[nq, k]``.
 
         ``D`` is float32, ascending, padded with ``+inf``. ``I`` is int64 padded
         with ``-1`` when every live id is an int below ``2**63``; otherwise an
-        object array padded with ``None``. Detect padding by the id.
+        object array padded with ``None``. Detect padding by the id. ``path``
+        is as in :meth:`search_batch`.
         """
-        D, S = self._search(queries, k, filter, rank=2)
+        D, S = self._search(queries, k, filter, rank=2, path=path)
         if self._n_wide_ids == 0:
             I = np.full(S.shape, -1, np.int64)
             live = S >= 0

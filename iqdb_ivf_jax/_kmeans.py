@@ -45,7 +45,8 @@ See also: ``_pq.py`` (product quantizer), ``_assign.py``.
 
 import functools
 import operator
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -157,27 +158,35 @@ def subsample_indices(n: int, cap: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------- fixed-tile rows
 
 
+def _map_tiles(fn: Callable, tiles, consts: tuple = ()):
+    """``lax.map`` of ``fn(tile, *consts)`` over the leading (tile) axis of ``tiles``.
+
+    Inputs and outputs of every tile pass through optimisation barriers, so the
+    per-tile computation is compiled alone: a row's bits depend only on the tile
+    shape, never on the number of tiles (XLA:CPU otherwise vectorises a small
+    reduction differently for different outer shapes) nor on the row's position.
+    """
+
+    def body(tile):
+        tile, cs = lax.optimization_barrier((tile, consts))
+        return lax.optimization_barrier(fn(tile, *cs))
+
+    return lax.map(body, tiles)
+
+
 def _tile_rows(fn: Callable, x: jax.Array, consts: tuple, tile: int) -> jax.Array:
     """``fn`` over the rows of ``x[n, ...]`` in tiles of exactly ``tile`` rows.
 
-    ``fn(x_tile[tile, ...], *consts) -> out[tile, ...]``. Each tile passes through
-    an optimisation barrier, so every row is computed by the same compiled code
-    for every ``n`` and every position.
+    ``fn(x_tile[tile, ...], *consts) -> out[tile, ...]``; see :func:`_map_tiles`.
     """
     n = x.shape[0]
     nt = max(1, -(-n // tile))
     xp = jnp.pad(x, [(0, nt * tile - n)] + [(0, 0)] * (x.ndim - 1))
-    xp = xp.reshape((nt, tile) + x.shape[1:])
-
-    def body(xt):
-        xt, cs = lax.optimization_barrier((xt, consts))
-        return fn(xt, *cs)
-
-    out = lax.map(body, xp)
+    out = _map_tiles(fn, xp.reshape((nt, tile) + x.shape[1:]), consts)
     return out.reshape((nt * tile,) + out.shape[2:])[:n]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _batch_invariant(fn: Callable, tile: int) -> Callable:
     """``g(x[n, ...], *consts)``: :func:`_tile_rows` that stays tiled under vmap.
 
@@ -225,15 +234,16 @@ def _score_tile(q: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
         q_sq = jnp.sum(q * q, axis=1)
         c_sq = jnp.sum(centroids * centroids, axis=1)
         return jnp.maximum(q_sq[:, None] - 2.0 * dots + c_sq[None, :], 0.0)
-    denom = jnp.sqrt(jnp.sum(q * q, axis=1))[:, None] * jnp.sqrt(
-        jnp.sum(centroids * centroids, axis=1)
-    )[None, :]
+    denom = (
+        jnp.sqrt(jnp.sum(q * q, axis=1))[:, None]
+        * jnp.sqrt(jnp.sum(centroids * centroids, axis=1))[None, :]
+    )
     ok = denom > _COSINE_EPS
     cos_d = jnp.clip(1.0 - dots / jnp.where(ok, denom, 1.0), 0.0, 2.0)
     return jnp.where(ok, cos_d, 1.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _score_fn(kind: str) -> Callable:
     return functools.partial(_score_tile, kind=kind)
 
@@ -329,47 +339,56 @@ def _normalize_rows(x: jax.Array) -> jax.Array:
     return jnp.where(norm > 0.0, x / jnp.where(norm > 0.0, norm, 1.0), 0.0)
 
 
+def _race_tile(rank: jax.Array, weight: jax.Array, key_data: jax.Array) -> jax.Array:
+    """Exponential-race values ``f32[T]`` of one tile (smallest wins; +inf: never)."""
+    key = jax.random.wrap_key_data(key_data, impl="threefry2x32")
+    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rank)
+    word = jax.random.key_data(keys)[:, 0]
+    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)  # [0, 1)
+    e = -jnp.log1p(-u)  # Exp(1)
+    return jnp.where(weight > 0.0, jnp.log(e) - jnp.log(weight), jnp.inf)
+
+
 def _race_pick(key: jax.Array, rank: jax.Array, weight: jax.Array) -> jax.Array:
     """Flat index of a row drawn with probability ``∝ weight`` (weight 0: never).
 
     ``rank`` (``i32[nt, T]``) numbers the real rows; a row's randomness depends only
-    on ``(key, rank)``, so padding does not move the draw.
+    on ``(key, rank)``, so padding does not move the draw. Ties go to the lower row.
     """
-    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rank.reshape(-1))
-    word = jax.random.key_data(keys)[:, 0]
-    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)  # [0, 1)
-    e = -jnp.log1p(-u)  # Exp(1)
-    w = weight.reshape(-1)
-    race = jnp.where(w > 0.0, jnp.log(e) - jnp.log(w), jnp.inf)
-    return jnp.argmin(race)
+    race = _map_tiles(
+        lambda rw, kd: _race_tile(rw[0], rw[1], kd), (rank, weight), (jax.random.key_data(key),)
+    )
+    return jnp.argmin(race.reshape(-1))
 
 
 def _kmeanspp(xt: jax.Array, eligible: jax.Array, rank: jax.Array, key, k: int) -> jax.Array:
     """k-means++ seeds ``f32[k, d]`` from the tiles ``xt[nt, T, d]`` (squared-L2 weights).
 
-    Distances are computed directly (``sum((x - c)^2)``) on the tiled array, which is
-    memory-bound (one pass over the data per centre) and row-local.
+    Distances are computed directly (``sum((x - c)^2)``) tile by tile: one
+    memory-bound pass over the data per centre.
     """
     nt, tile, d = xt.shape
     x_flat = xt.reshape(nt * tile, d)
     ones = eligible.astype(jnp.float32)
 
     def sq_dist(c):
-        diff = xt - c[None, None, :]
-        return jnp.sum(diff * diff, axis=2)
+        def tile_fn(x, c):
+            diff = x - c[None, :]
+            return jnp.sum(diff * diff, axis=1)
 
-    p0 = _race_pick(jax.random.fold_in(key, 0), rank, ones)
-    cents = jnp.zeros((k, d), jnp.float32).at[0].set(x_flat[p0])
-    min_d = jnp.where(eligible, sq_dist(x_flat[p0]), 0.0)
+        return _map_tiles(tile_fn, xt, (c,))
 
     def step(t, carry):
         cents, min_d = carry
+        # Uniform over the eligible rows at t == 0, or when every distance is 0.
         w = jnp.where(jnp.any(min_d > 0.0), min_d, ones)
         c = x_flat[_race_pick(jax.random.fold_in(key, t), rank, w)]
-        min_d = jnp.where(eligible, jnp.minimum(min_d, sq_dist(c)), 0.0)
+        d_c = sq_dist(c)
+        min_d = jnp.where(eligible, jnp.where(t == 0, d_c, jnp.minimum(min_d, d_c)), 0.0)
         return cents.at[t].set(c), min_d
 
-    cents, _ = lax.fori_loop(1, k, step, (cents, min_d))
+    init = (jnp.zeros((k, d), jnp.float32), jnp.zeros((nt, tile), jnp.float32))
+    cents, _ = lax.fori_loop(0, k, step, init)
     return cents
 
 
@@ -401,20 +420,31 @@ def _lloyd_pass(xt, mt, c, kind, segment):
         sums, counts, inertia = carry
         xb, mb, c_, c_sq_ = lax.optimization_barrier((tile[0], tile[1], c, c_sq))
         a, best = _assign_tile(xb, c_, c_sq_, kind)
+        a, best, tile_inertia = lax.optimization_barrier(
+            (a, best, jnp.sum(jnp.where(mb, best, 0.0)))
+        )
         if segment:
+            # Sequential scatter-adds in row order: bit-identical wherever the
+            # padded rows are (they are dropped, or add an exact 0.0).
             seg = jnp.where(mb, a, k)  # k is out of range: dropped
             sums = sums.at[seg].add(xb, mode="drop")
             counts = counts.at[seg].add(1, mode="drop")
+            zeros = jnp.zeros(seg.shape, jnp.int32)
+            inertia = inertia.at[zeros].add(jnp.where(mb, best, 0.0))
         else:
             onehot = (a[:, None] == cluster_ids[None, :]) & mb[:, None]
             sums = sums + jnp.dot(onehot.astype(jnp.float32).T, xb, precision=_HIGHEST)
             counts = counts + jnp.sum(onehot.astype(jnp.int32), axis=0)
-        inertia = inertia + jnp.sum(jnp.where(mb, best, 0.0))
+            inertia = inertia + tile_inertia
         return (sums, counts, inertia), best
 
-    init = (jnp.zeros((k, d), jnp.float32), jnp.zeros((k,), jnp.int32), jnp.float32(0.0))
+    init = (
+        jnp.zeros((k, d), jnp.float32),
+        jnp.zeros((k,), jnp.int32),
+        jnp.zeros((1,), jnp.float32),
+    )
     (sums, counts, inertia), best = lax.scan(body, init, (xt, mt))
-    return sums, counts, best, inertia
+    return sums, counts, best, inertia[0]
 
 
 def _reseed(new, empty, far, x_flat):
@@ -452,7 +482,7 @@ def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment):
     xt, mt = x.reshape(nt, tile, d), mask.reshape(nt, tile)
     x_flat = xt.reshape(nt * tile, d)
     if kind == KIND_COSINE:
-        xt = _normalize_rows(xt)
+        xt = _map_tiles(_normalize_rows, xt)
         x_flat = xt.reshape(nt * tile, d)
         nonzero = jnp.any(xt != 0.0, axis=2) & mt
         eligible = jnp.where(jnp.any(nonzero), nonzero, mt)
@@ -488,9 +518,7 @@ def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment):
     return KMeansResult(cents, n_iter, inertia)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment")
-)
+@functools.partial(jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment"))
 def _kmeans_fit_jit(x, mask, key, *, n_clusters, max_iter, kind, tol, segment):
     return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment)
 
@@ -552,7 +580,9 @@ def kmeans_fit(
     if n_clusters < 1 or max_iter < 1:
         raise ValueError(f"need n_clusters >= 1 and max_iter >= 1, got {n_clusters}, {max_iter}")
     if x.ndim != 2 or mask.shape != x.shape[:1] or x.shape[0] < 1:
-        raise ValueError(f"need x f32[n_pad >= 1, d] and mask bool[n_pad], got {x.shape}, {mask.shape}")
+        raise ValueError(
+            f"need x f32[n_pad >= 1, d] and mask bool[n_pad], got {x.shape}, {mask.shape}"
+        )
     return _kmeans_fit_jit(
         x,
         mask,

@@ -1,11 +1,18 @@
-"""Exact distance kernels: one query against many rows, smaller-is-nearer.
+"""Distance kernels: one query against many rows, smaller-is-nearer.
 
-Every reduction over the vector dimension is a fixed pairwise tree of
-elementwise adds (:func:`tree_sum`), not ``jnp.sum``: XLA picks a different
-summation order for ``jnp.sum`` depending on how many rows are reduced, which
-changes the last bits. With the tree, a row's distance is bit-identical whether
-it is scored alone, in a gathered block, in a batch or by the brute-force
-oracle, so assignment, probing, search and the oracle agree exactly.
+Two flavours:
+
+* :func:`distances` is the *exact* kernel. Every reduction over the vector
+  dimension is a fixed pairwise tree of elementwise adds (:func:`tree_sum`), not
+  ``jnp.sum`` or a matrix product: XLA CPU picks a different summation order for
+  those depending on how many rows are reduced, which changes the last bits. With
+  the tree, a row's distance is bit-identical whether it is scored alone, in a
+  batch or by the brute-force oracle. It is slow (XLA materialises the tree), so
+  it only scores short lists of candidates.
+* :func:`fast_distances` scans: matrix-vector products (EUCLIDEAN via the
+  expanded form, COSINE, DOT_PRODUCT) or ``jnp.sum`` (MANHATTAN, HAMMING). It
+  agrees with the exact kernel up to float32 rounding; searches take
+  ``k + RESCORE_MARGIN`` candidates by it and re-score them exactly.
 """
 
 import jax
@@ -75,6 +82,37 @@ def distances(q: jax.Array, x: jax.Array, x_norm: jax.Array, metric: Metric) -> 
         xb = jax.lax.bitcast_convert_type(x, jnp.uint32)
         return tree_sum((xb != qb).astype(jnp.float32))
     raise AssertionError(metric)
+
+
+# Extra candidates re-scored exactly beyond k (absorbs fast-kernel rounding).
+RESCORE_MARGIN = 16
+
+
+def distances_from_dot(
+    metric: Metric, qx: jax.Array, q_norm: jax.Array, x_norm: jax.Array
+) -> jax.Array:
+    """EUCLIDEAN / COSINE / DOT_PRODUCT distances from inner products (broadcasting)."""
+    if metric is Metric.DOT_PRODUCT:
+        return -qx
+    if metric is Metric.EUCLIDEAN:
+        return jnp.sqrt(jnp.maximum(q_norm * q_norm + x_norm * x_norm - 2.0 * qx, 0.0))
+    return _cosine_from_dot(qx, q_norm, x_norm)
+
+
+def fast_distances(q: jax.Array, x: jax.Array, x_norm: jax.Array, metric: Metric) -> jax.Array:
+    """Scan-speed distances ``f32[n]`` from one query ``f32[d]`` to rows ``f32[n, d]``.
+
+    Equal to :func:`distances` up to float32 rounding (HIGHEST precision).
+    """
+    if metric in (Metric.EUCLIDEAN, Metric.COSINE, Metric.DOT_PRODUCT):
+        qx = jnp.dot(x, q, precision=jax.lax.Precision.HIGHEST)
+        return distances_from_dot(metric, qx, row_norms(q), x_norm)
+    qb = q[None, :]
+    if metric is Metric.MANHATTAN:
+        return jnp.sum(jnp.abs(x - qb), axis=-1)
+    xb = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    qu = jax.lax.bitcast_convert_type(qb, jnp.uint32)
+    return jnp.sum((xb != qu).astype(jnp.float32), axis=-1)
 
 
 def pairwise(queries: jax.Array, x: jax.Array, metric: Metric) -> jax.Array:

@@ -58,7 +58,9 @@ def _pq_train_jit(x, mask, key, *, m, max_iter, segment):
     return jax.vmap(fit)(xs, keys)
 
 
-def pq_train(x: jax.Array, mask: jax.Array, key: jax.Array, *, m: int, max_iter: int = 25) -> jax.Array:
+def pq_train(
+    x: jax.Array, mask: jax.Array, key: jax.Array, *, m: int, max_iter: int = 25
+) -> jax.Array:
     """Fit PQ codebooks: squared-L2 k-means with 256 clusters per subvector.
 
     Args:
@@ -83,9 +85,13 @@ def pq_train(x: jax.Array, mask: jax.Array, key: jax.Array, *, m: int, max_iter:
     (2, 256, 2)
     """
     if x.ndim != 2 or x.shape[0] < N_CODEWORDS or mask.shape != x.shape[:1]:
-        raise ValueError(f"need x f32[n_pad >= 256, d] and mask bool[n_pad], got {x.shape}, {mask.shape}")
+        raise ValueError(
+            f"need x f32[n_pad >= 256, d] and mask bool[n_pad], got {x.shape}, {mask.shape}"
+        )
     if m < 1 or x.shape[1] % m or max_iter < 1:
-        raise ValueError(f"need m >= 1 dividing d ({x.shape[1]}) and max_iter >= 1, got {m}, {max_iter}")
+        raise ValueError(
+            f"need m >= 1 dividing d ({x.shape[1]}) and max_iter >= 1, got {m}, {max_iter}"
+        )
     return _pq_train_jit(x, mask, key, m=int(m), max_iter=int(max_iter), segment=_use_segment_sum())
 
 

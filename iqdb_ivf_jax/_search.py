@@ -2,8 +2,10 @@
 
 One query: rank centroids (:func:`_assign.probe`), list the blocks of the probed
 lists in a fixed-size buffer of ``scan_blocks`` block ids, gather and score
-them (exact for IVF-Flat, ADC for IVF-PQ with an optional exact re-rank), then
-keep the ``k`` smallest by ``(distance, seq)``. The batch kernel runs the same
+them (IVF-Flat: a fast matrix-vector scan, then the best ``k + RESCORE_MARGIN``
+re-scored with the exact kernel; IVF-PQ: ADC, then optionally the best
+``refine * k`` re-scored exactly), and keep the ``k`` smallest by
+``(distance, seq)``. The batch kernel runs the same
 per-query body under ``lax.map``, so it equals ``jax.vmap`` of the single-query
 kernel exactly.
 """
@@ -16,7 +18,7 @@ from jax import lax
 
 from ._assign import coarse_kind, probe
 from ._config import Metric
-from ._metrics import distances
+from ._metrics import RESCORE_MARGIN, distances, fast_distances
 from ._pq import adc_scores, adc_tables
 from ._state import IvfState
 from ._topk import smallest_k
@@ -86,9 +88,9 @@ def search_one(
     seq = state.seqs[safe].reshape(-1)
     slot_of = (safe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
     if not state.is_pq:
-        d = distances(q, state.vectors[safe], state.norms[safe], state.metric).reshape(-1)
-        dist, pos = smallest_k(d, seq, ok, k)
-        return dist, jnp.where(pos >= 0, slot_of[pos], -1)
+        x = state.vectors[safe].reshape(-1, state.dim)
+        approx = fast_distances(q, x, state.norms[safe].reshape(-1), state.metric)
+        return _rescore(state, q, approx, seq, ok, slot_of, k, k + RESCORE_MARGIN)
     kind = adc_kind(state.metric)
     tables = adc_tables(q, state.codebooks, kind=kind)
     codes = state.codes[safe].reshape(-1, state.codes.shape[-1])
@@ -96,18 +98,22 @@ def search_one(
     if refine == 0:
         dist, pos = smallest_k(approx, seq, ok, k)
         return dist, jnp.where(pos >= 0, slot_of[pos], -1)
-    _, pos = smallest_k(approx, seq, ok, refine * k)
-    short = jnp.where(pos >= 0, slot_of[pos], -1)
+    return _rescore(state, q, approx, seq, ok, slot_of, k, refine * k)
+
+
+def _rescore(state, q, approx, seq, ok, slot_of, k: int, shortlist: int):
+    """Top ``shortlist`` by ``(approx, seq)``, re-scored exactly, top ``k`` by ``(exact, seq)``."""
+    _, pos = smallest_k(approx, seq, ok, shortlist)
+    short = jnp.where(pos >= 0, slot_of[jnp.maximum(pos, 0)], -1)
     exact = _exact_rows(state, q, short)
     dist, p2 = smallest_k(exact, seq[jnp.maximum(pos, 0)], short >= 0, k)
-    return dist, jnp.where(p2 >= 0, short[p2], -1)
+    return dist, jnp.where(p2 >= 0, short[jnp.maximum(p2, 0)], -1)
 
 
 @functools.partial(jax.jit, static_argnames=("n_probes",))
 def probe_batch(state: IvfState, queries: jax.Array, *, n_probes: int) -> jax.Array:
     """Probed lists ``i32[nq, n_probes]`` of each query, best first."""
-    kind = coarse_kind(state.metric)
-    return jax.vmap(lambda q: probe(q, state.centroids, kind, n_probes))(queries)
+    return probe(queries, state.centroids, coarse_kind(state.metric), n_probes)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "scan_blocks", "refine"))
@@ -143,6 +149,5 @@ def search_batch(
     refine: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
     """Probe and search a batch ``f32[nq, d]`` -> ``(f32[nq, k], i32[nq, k])``."""
-    kind = coarse_kind(state.metric)
-    probes = jax.vmap(lambda q: probe(q, state.centroids, kind, n_probes))(queries)
+    probes = probe(queries, state.centroids, coarse_kind(state.metric), n_probes)
     return search_probed(state, queries, probes, mask, k=k, scan_blocks=scan_blocks, refine=refine)

@@ -10,10 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# Sequence numbers must stay below this; NaN distances rank as seq + SEQ_LIMIT.
-SEQ_LIMIT = 1 << 30
-# Secondary key of an invalid (empty, deleted or filtered-out) candidate.
-INVALID_KEY = np.int32(2**31 - 1)
+# Sequence numbers must stay below this (about 1.06e9 inserts per index).
+SEQ_LIMIT = (1 << 30) - (1 << 24)
+# NaN distances rank with secondary key seq + _NAN_OFFSET, after every number.
+_NAN_OFFSET = 1 << 30
+# Secondary keys are selected with a float32 top_k (XLA CPU's int32 top_k is ~100x
+# slower): key + 2**23 bitcast to float32 is a positive normal float whose order is
+# the integer order, and INVALID_KEY + 2**23 is exactly +inf.
+_FLOAT_SHIFT = 1 << 23
+INVALID_KEY = np.int32(0x7F800000 - _FLOAT_SHIFT)
+
+
+def _as_ordered_float(key: jax.Array) -> jax.Array:
+    return lax.bitcast_convert_type(key + _FLOAT_SHIFT, jnp.float32)
 
 
 def smallest_k(
@@ -38,13 +47,15 @@ def smallest_k(
     kk = min(k, n)
     nan = jnp.isnan(dist)
     primary = jnp.where(valid & ~nan, dist, jnp.inf)
-    secondary = jnp.where(valid, jnp.where(nan, seq + SEQ_LIMIT, seq), INVALID_KEY)
-    neg, idx_a = lax.top_k(-primary, kk)
+    secondary = jnp.where(valid, jnp.where(nan, seq + _NAN_OFFSET, seq), INVALID_KEY)
+    # The barriers keep XLA CPU from fusing top_k's consumers into a slow sort-based
+    # lowering (measured ~50x slower without them in jax 0.10.2).
+    neg, idx_a = lax.optimization_barrier(lax.top_k(-primary, kk))
     thresh = -neg[kk - 1]
     # Everything strictly below the k-th value is in idx_a; fill the rest from the
     # candidates equal to it, by secondary key.
     tie_key = jnp.where(primary == thresh, secondary, INVALID_KEY)
-    _, idx_b = lax.top_k(-tie_key, kk)
+    _, idx_b = lax.optimization_barrier(lax.top_k(-_as_ordered_float(tie_key), kk))
     keep_a = primary[idx_a] < thresh
     keep_b = (primary[idx_b] == thresh) & (secondary[idx_b] != INVALID_KEY)
     cand = jnp.concatenate([idx_a, idx_b]).astype(jnp.int32)

@@ -71,5 +71,8 @@ def test_vmap_equals_loop():
         assert list(np.asarray(bi[r])) == oracle(d[r], s[r], v[r], 7)
 
 
-def test_seq_limit_constant():
-    assert SEQ_LIMIT == 1 << 30
+def test_large_seqs_keep_integer_order():
+    s = jnp.array([SEQ_LIMIT - 1, SEQ_LIMIT - 2, 5, 1 << 25, (1 << 25) + 1, 0], jnp.int32)
+    d = jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, np.nan], jnp.float32)
+    _, i = smallest_k(d, s, jnp.ones(6, bool), 6)
+    assert list(np.asarray(i)) == [2, 3, 4, 1, 0, 5]
