@@ -1,0 +1,72 @@
+"""Compilation counts: repeated searches and many single inserts stay in their buckets."""
+
+import contextlib
+import logging
+
+import jax
+import numpy as np
+
+from iqdb_ivf_jax import IvfConfig, IvfIndex
+
+
+class _Counter(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.names = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Compiling "):
+            self.names.append(msg.split()[1])
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Collect the names of the jitted functions XLA compiles inside the block."""
+    counter = _Counter()
+    logger = logging.getLogger("jax")
+    old_level = logger.level
+    logger.addHandler(counter)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles(True):
+            yield counter.names
+    finally:
+        logger.removeHandler(counter)
+        logger.setLevel(old_level)
+
+
+def _data(n, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(-4, 4, (10, d)).astype(np.float32)
+    return (c[rng.integers(0, 10, n)] + rng.standard_normal((n, d)) * 0.4).astype(np.float32)
+
+
+def test_compile_counts_repeated_search_and_1000_single_inserts():
+    x = _data(6000)
+    index = IvfIndex(16, "euclidean", IvfConfig(n_clusters=16, n_probes=4, seed=0))
+    index.train(x[:2000])
+    index.insert_batch(list(range(2000)), x[:2000])
+    q = x[5000:5100]
+    index.search_arrays(q, k=10)  # warm-up
+    index.search(q[0], k=10)
+    with count_compiles() as names:
+        for _ in range(5):
+            index.search_arrays(q, k=10)
+            index.search(q[0] + 1e-4, k=10)
+    assert names == [], names
+    with count_compiles() as names:
+        for i in range(1000):
+            index.insert(10_000 + i, x[2000 + i])
+    # capacity grows geometrically: at most a few new shapes for 1,000 inserts
+    print(f"compiles during 1000 single inserts: {len(names)} {sorted(set(names))}")
+    assert len(names) <= 12, names
+    with count_compiles() as names:
+        index.search_arrays(q, k=10)  # the pool grew: one recompile per kernel shape
+        index.search(q[0], k=10)
+    print(f"compiles for the first search after the pool grew: {len(names)}")
+    with count_compiles() as names:
+        for _ in range(3):
+            index.search_arrays(q, k=10)
+            index.search(q[0], k=10)
+    assert names == [], names
