@@ -448,7 +448,9 @@ class IvfIndex:
         state = self._state
         labels, norms, codes = self._prepare(state, x)
         layout = self._layout.copy()
-        slots = layout.allocate(labels)
+        order = np.argsort(labels, kind="stable")  # a batch fills each list's blocks contiguously
+        slots = np.empty(n, np.int64)
+        slots[order] = layout.allocate(labels[order])
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
         donate = self._donate()
         if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
