@@ -152,8 +152,13 @@ def write_vecs(path, x) -> None:
 def find_data_dir(explicit=None) -> Path | None:
     """The folder holding the Debian embeddings: ``explicit``, ``$IQDB_DATA``,
     ``<repo>/../shared/data``, ``<repo>/shared/data`` or ``/work/shared/data``."""
-    candidates = [explicit, os.environ.get("IQDB_DATA"), REPO_ROOT.parent / "shared" / "data",
-                  REPO_ROOT / "shared" / "data", "/work/shared/data"]
+    candidates = [
+        explicit,
+        os.environ.get("IQDB_DATA"),
+        REPO_ROOT.parent / "shared" / "data",
+        REPO_ROOT / "shared" / "data",
+        "/work/shared/data",
+    ]
     for c in candidates:
         if c and (Path(c) / DEBIAN_BASE).exists():
             return Path(c)
@@ -208,9 +213,7 @@ def load_hdf5(path) -> Dataset:
     try:
         import h5py
     except ImportError as e:
-        raise ImportError(
-            "reading ann-benchmarks .hdf5 files needs h5py: pip install h5py"
-        ) from e
+        raise ImportError("reading ann-benchmarks .hdf5 files needs h5py: pip install h5py") from e
     path = Path(path)
     with h5py.File(path, "r") as f:
         base = np.asarray(f["train"], np.float32)
@@ -224,7 +227,9 @@ def load_hdf5(path) -> Dataset:
         base, queries, normalized = _unit(base), _unit(queries), True
     elif distance not in ("euclidean", "l2"):
         raise ValueError(f"{path}: distance {distance!r} is not supported (euclidean or angular)")
-    return Dataset(path.stem, base, queries, f"ann-benchmarks {path} ({distance})", neighbors, normalized)
+    return Dataset(
+        path.stem, base, queries, f"ann-benchmarks {path} ({distance})", neighbors, normalized
+    )
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -293,9 +298,12 @@ def load_dataset(
             base = _load_array(path, None if max_base is None else max_base + (n_queries or 1000))
             nq = min(1000 if n_queries is None else n_queries, base.shape[0] // 2)
             perm = np.random.default_rng(seed).permutation(base.shape[0])
-            ds = Dataset(path.stem, np.ascontiguousarray(base[np.sort(perm[nq:])]),
-                         np.ascontiguousarray(base[perm[:nq]]),
-                         f"{path} ({nq} queries held out of the base, seed {seed})")
+            ds = Dataset(
+                path.stem,
+                np.ascontiguousarray(base[np.sort(perm[nq:])]),
+                np.ascontiguousarray(base[perm[:nq]]),
+                f"{path} ({nq} queries held out of the base, seed {seed})",
+            )
     if ds.queries.shape[1] != ds.base.shape[1]:
         raise ValueError(f"base dim {ds.base.shape[1]} != query dim {ds.queries.shape[1]}")
     if max_base is not None and ds.base.shape[0] > max_base:

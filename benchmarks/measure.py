@@ -1,5 +1,6 @@
 """Ground truth, recall, the n_probes sweep and equal-recall interpolation."""
 
+import contextlib
 import math
 import time
 
@@ -31,8 +32,10 @@ def exact_knn(base: np.ndarray, queries: np.ndarray, k: int, *, how: str = "floa
     for s in range(0, queries.shape[0], chunk):
         q = queries[s : s + chunk].astype(np.float64)
         d = bn[None, :] - 2.0 * (q @ b.T)
-        part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.tile(
-            np.arange(d.shape[1]), (d.shape[0], 1)
+        part = (
+            np.argpartition(d, k - 1, axis=1)[:, :k]
+            if k < d.shape[1]
+            else np.tile(np.arange(d.shape[1]), (d.shape[0], 1))
         )
         pd = np.take_along_axis(d, part, axis=1)
         order = np.lexsort((part, pd), axis=1)
@@ -62,6 +65,7 @@ def measure_point(
     k: int,
     repeats: int,
     latency_queries: int,
+    latency_threads: int | None = None,
 ) -> dict:
     """Recall, batch QPS and single-query latency of ``method`` at ``n_probes``.
 
@@ -69,7 +73,8 @@ def measure_point(
     ``first_call_s``), then ``repeats`` timed calls; QPS = nq / median time.
     Latency: one untimed pass over the first ``latency_queries`` queries (so every
     scan-size bucket is compiled), then one timed call per query; p50/p99 in ms.
-    ``compiles_timed`` counts JAX compilations inside the timed loops (should be 0).
+    ``latency_threads`` (faiss only) sets its OpenMP threads for the latency loop.
+    ``compiles_timed_*`` count JAX compilations inside the timed loops (should be 0).
     """
     method.set_probes(n_probes)
     nq = queries.shape[0]
@@ -103,25 +108,33 @@ def measure_point(
         point["live_rows_in_probed_lists"] = last.get("live_rows_in_probed_lists")
     lq = queries[: max(0, min(latency_queries, nq))]
     if lq.shape[0]:
-        with CompileMeter() as warm_lat:  # warm-up pass: compiles every scan size met
-            for q in lq:
-                _block(method.search(q[None], k))
-        lat = np.empty(lq.shape[0])
-        with CompileMeter() as timed_lat:
-            for i, q in enumerate(lq):
-                t = time.perf_counter()
-                _block(method.search(q[None], k))
-                lat[i] = time.perf_counter() - t
-        p50, p99 = np.percentile(lat, [50, 99]) * 1e3
-        point.update(
-            latency_queries=int(lq.shape[0]),
-            latency_p50_ms=float(p50),
-            latency_p99_ms=float(p99),
-            latency_mean_ms=float(lat.mean() * 1e3),
-            latency_warmup_compile=warm_lat.as_dict(),
-            compiles_timed_latency=timed_lat.compiles,
-        )
+        scope = contextlib.nullcontext()
+        if latency_threads and method.thread_scope is not None:
+            scope = method.thread_scope(latency_threads)
+        with scope:
+            point.update(_latency(method, lq, k))
     return point
+
+
+def _latency(method: Method, lq: np.ndarray, k: int) -> dict:
+    with CompileMeter() as warm:  # untimed pass: compiles every scan size met
+        for q in lq:
+            _block(method.search(q[None], k))
+    lat = np.empty(lq.shape[0])
+    with CompileMeter() as timed:
+        for i, q in enumerate(lq):
+            t = time.perf_counter()
+            _block(method.search(q[None], k))
+            lat[i] = time.perf_counter() - t
+    p50, p99 = np.percentile(lat, [50, 99]) * 1e3
+    return {
+        "latency_queries": int(lq.shape[0]),
+        "latency_p50_ms": float(p50),
+        "latency_p99_ms": float(p99),
+        "latency_mean_ms": float(lat.mean() * 1e3),
+        "latency_warmup_compile": warm.as_dict(),
+        "compiles_timed_latency": timed.compiles,
+    }
 
 
 def at_recall(points: list[dict], target: float, key: str) -> dict | None:
@@ -140,5 +153,9 @@ def at_recall(points: list[dict], target: float, key: str) -> dict | None:
             lo = pts[j - 1]  # recall below target, so the denominator is > 0
             t = (target - lo["recall"]) / (p["recall"] - lo["recall"])
             v = math.exp((1 - t) * math.log(lo[key]) + t * math.log(p[key]))
-            return {"value": v, "n_probes": [lo["n_probes"], p["n_probes"]], "bracket": "interpolated"}
+            return {
+                "value": v,
+                "n_probes": [lo["n_probes"], p["n_probes"]],
+                "bracket": "interpolated",
+            }
     return None

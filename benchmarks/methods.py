@@ -7,9 +7,11 @@ training-sample cap (faiss trains on at most ``256 * nlist`` points; ours is giv
 ``training_sample_size = min(n, 256 * nlist)``).
 """
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Self
 
 import jax
 import numpy as np
@@ -52,7 +54,7 @@ class CompileMeter:
         if part == "backend_compile_s":
             self.compiles += 1
 
-    def __enter__(self) -> "CompileMeter":
+    def __enter__(self) -> Self:
         jax.monitoring.register_event_duration_secs_listener(self._listen)
         return self
 
@@ -76,6 +78,8 @@ class Method:
         build: the build record this method's index came from (shared by the
             two PQ methods of one implementation).
         stats: ours only, ``() -> IndexStats`` of the index.
+        thread_scope: faiss only, ``n -> context`` running its body on ``n``
+            OpenMP threads (for ``--latency-threads``).
     """
 
     name: str
@@ -85,12 +89,20 @@ class Method:
     search: Callable[[np.ndarray, int], tuple]
     build: dict
     stats: Callable[[], object] | None = None
+    thread_scope: Callable[[int], contextlib.AbstractContextManager] | None = None
 
 
 def _timed(fn, *args) -> float:
+    """Seconds for ``fn(*args)`` including the device work it dispatched.
+
+    ``IvfIndex.train``/``insert_batch`` return None while their kernels may still
+    run asynchronously (e.g. PQ codebook fitting), so blocking on the result is
+    not enough: wait for every live device array, or that work would be billed
+    to whatever is timed next.
+    """
     t = time.perf_counter()
-    out = fn(*args)
-    jax.block_until_ready(out)
+    jax.block_until_ready(fn(*args))
+    jax.block_until_ready(jax.live_arrays())
     return time.perf_counter() - t
 
 
@@ -173,7 +185,9 @@ def ours_methods(index: IvfIndex, build: dict, *, pq: bool, refine: int) -> list
         return set_probes
 
     return [
-        Method("ours-pq-refine", PQ_REFINE, "ours", probes_with(refine), search, build, index.stats),
+        Method(
+            "ours-pq-refine", PQ_REFINE, "ours", probes_with(refine), search, build, index.stats
+        ),
         Method("ours-pq-adc", PQ_ADC, "ours", probes_with(0), search, build, index.stats),
     ]
 
@@ -210,7 +224,17 @@ def build_faiss(base: np.ndarray, args, *, pq: bool) -> list[Method]:
         rec["largest_list_over_mean"] = _largest_over_mean(
             [ivf.invlists.list_size(i) for i in range(args.nlist)]
         )
-        return [Method("faiss-flat", FLAT, "faiss", _nprobe_setter(ivf), ivf.search, rec)]
+        return [
+            Method(
+                "faiss-flat",
+                FLAT,
+                "faiss",
+                _nprobe_setter(ivf),
+                ivf.search,
+                rec,
+                thread_scope=faiss_threads,
+            )
+        ]
 
     ivfpq = faiss.IndexIVFPQ(quantizer, d, args.nlist, args.m, 8)
     ivfpq.cp.niter = args.kmeans_iters
@@ -226,9 +250,38 @@ def build_faiss(base: np.ndarray, args, *, pq: bool) -> list[Method]:
     rec["_keep"] = (quantizer, ivfpq)  # faiss objects must outlive the wrapper
     set_probes = _nprobe_setter(ivfpq)
     return [
-        Method("faiss-pq-refine", PQ_REFINE, "faiss", set_probes, refined.search, rec),
-        Method("faiss-pq-adc", PQ_ADC, "faiss", set_probes, ivfpq.search, rec),
+        Method(
+            "faiss-pq-refine",
+            PQ_REFINE,
+            "faiss",
+            set_probes,
+            refined.search,
+            rec,
+            thread_scope=faiss_threads,
+        ),
+        Method(
+            "faiss-pq-adc",
+            PQ_ADC,
+            "faiss",
+            set_probes,
+            ivfpq.search,
+            rec,
+            thread_scope=faiss_threads,
+        ),
     ]
+
+
+@contextlib.contextmanager
+def faiss_threads(n: int):
+    """Run the body with ``n`` faiss OpenMP threads, then restore the count."""
+    import faiss
+
+    old = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old)
 
 
 def _nprobe_setter(ivf):

@@ -52,32 +52,62 @@ def compute_ratios(points: list[dict], builds: dict, targets: dict, k: int) -> l
             ):
                 a, b = at_recall(ours, target, key), at_recall(theirs, target, key)
                 va, vb = (a or {}).get("value"), (b or {}).get("value")
-                rows.append({
-                    "family": fam, "what": what, "at": f"recall@{k}={target:.2f}",
-                    "target": target, "ours": va, "faiss": vb, "ratio": _ratio(va, vb),
-                    "better": better,
-                    "ours_bracket": a, "faiss_bracket": b,
-                })
+                rows.append(
+                    {
+                        "family": fam,
+                        "what": what,
+                        "at": f"recall@{k}={target:.2f}",
+                        "target": target,
+                        "ours": va,
+                        "faiss": vb,
+                        "ratio": _ratio(va, vb),
+                        "better": better,
+                        "ours_bracket": a,
+                        "faiss_bracket": b,
+                    }
+                )
         bo = builds[ours[0]["method"]]
         bf = builds[theirs[0]["method"]]
         if fam != PQ_ADC:  # the ADC methods share the PQ+refine builds
-            rows.append({
-                "family": fam, "what": "train+add s", "at": "cold (incl. compile)",
-                "ours": bo["cold"]["total_s"], "faiss": bf["cold"]["total_s"],
-                "ratio": _ratio(bo["cold"]["total_s"], bf["cold"]["total_s"]), "better": "lower",
-            })
+            rows.append(
+                {
+                    "family": fam,
+                    "what": "train+add s",
+                    "at": "cold (incl. compile)",
+                    "ours": bo["cold"]["total_s"],
+                    "faiss": bf["cold"]["total_s"],
+                    "ratio": _ratio(bo["cold"]["total_s"], bf["cold"]["total_s"]),
+                    "better": "lower",
+                }
+            )
             if "warm" in bo:
-                rows.append({
-                    "family": fam, "what": "train+add s", "at": "warm (2nd build)",
-                    "ours": bo["warm"]["total_s"], "faiss": bf["cold"]["total_s"],
-                    "ratio": _ratio(bo["warm"]["total_s"], bf["cold"]["total_s"]), "better": "lower",
-                })
-        fb = bf.get("bytes_per_vector_ivfpq_only", bf["bytes_per_vector"]) if fam == PQ_ADC else bf["bytes_per_vector"]
-        rows.append({
-            "family": fam, "what": "bytes/vector", "at": "",
-            "ours": bo["bytes_per_vector"], "faiss": fb,
-            "ratio": _ratio(bo["bytes_per_vector"], fb), "better": "lower",
-        })
+                rows.append(
+                    {
+                        "family": fam,
+                        "what": "train+add s",
+                        "at": "warm (2nd build)",
+                        "ours": bo["warm"]["total_s"],
+                        "faiss": bf["cold"]["total_s"],
+                        "ratio": _ratio(bo["warm"]["total_s"], bf["cold"]["total_s"]),
+                        "better": "lower",
+                    }
+                )
+        fb = (
+            bf.get("bytes_per_vector_ivfpq_only", bf["bytes_per_vector"])
+            if fam == PQ_ADC
+            else bf["bytes_per_vector"]
+        )
+        rows.append(
+            {
+                "family": fam,
+                "what": "bytes/vector",
+                "at": "",
+                "ours": bo["bytes_per_vector"],
+                "faiss": fb,
+                "ratio": _ratio(bo["bytes_per_vector"], fb),
+                "better": "lower",
+            }
+        )
     return rows
 
 
@@ -102,8 +132,10 @@ def format_ratio_table(rows: list[dict]) -> str:
 
 
 def format_points(points: list[dict], k: int) -> str:
-    head = (f"{'method':<16} {'nprobe':>6} {'recall@' + str(k):>9} {'batch QPS':>10} "
-            f"{'p50 ms':>8} {'p99 ms':>8} {'1st call s':>10} {'scan pad':>8} {'recomp':>6}")
+    head = (
+        f"{'method':<16} {'nprobe':>6} {'recall@' + str(k):>9} {'batch QPS':>10} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'1st call s':>10} {'scan pad':>8} {'recomp':>6}"
+    )
     lines = [head, "-" * len(head)]
     for p in points:
         recomp = p["compiles_timed_batch"] + p.get("compiles_timed_latency", 0)
@@ -116,8 +148,10 @@ def format_points(points: list[dict], k: int) -> str:
 
 
 def format_builds(builds: dict) -> str:
-    head = (f"{'build':<16} {'train s':>8} {'add s':>8} {'compile s':>9} {'warm train':>10} "
-            f"{'warm add':>9} {'bytes/vec':>9} {'pad ratio':>9}")
+    head = (
+        f"{'build':<16} {'train s':>8} {'add s':>8} {'compile s':>9} {'warm train':>10} "
+        f"{'warm add':>9} {'bytes/vec':>9} {'pad ratio':>9}"
+    )
     lines = [head, "-" * len(head)]
     seen = set()
     for name, b in builds.items():
@@ -170,22 +204,38 @@ def plot(points: list[dict], path: Path, *, k: int, title: str, targets: dict) -
 
     colours = dict(zip(FAMILIES, ("tab:blue", "tab:orange", "tab:green")))
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
-    panels = (("batch_qps", "batch queries/s (all queries, one call)"),
-              ("latency_p50_ms", "single-query queries/s (1 / p50 latency)"))
+    panels = (
+        ("batch_qps", "batch queries/s (all queries, one call)"),
+        ("latency_p50_ms", "single-query queries/s (1 / p50 latency)"),
+    )
     for ax, (key, ylabel) in zip(axes, panels):
         for name in dict.fromkeys(p["method"] for p in points):
-            pts = sorted((p for p in points if p["method"] == name and p.get(key)),
-                         key=lambda p: p["n_probes"])
+            pts = sorted(
+                (p for p in points if p["method"] == name and p.get(key)),
+                key=lambda p: p["n_probes"],
+            )
             if not pts:
                 continue
             x = [p["recall"] for p in pts]
             y = [p[key] if key == "batch_qps" else 1e3 / p[key] for p in pts]
             ours = pts[0]["impl"] == "ours"
-            ax.plot(x, y, "-o" if ours else "--s", color=colours[pts[0]["family"]],
-                    label=name, markersize=4, linewidth=1.5 if ours else 1.0)
+            ax.plot(
+                x,
+                y,
+                "-o" if ours else "--s",
+                color=colours[pts[0]["family"]],
+                label=name,
+                markersize=4,
+                linewidth=1.5 if ours else 1.0,
+            )
             for p, xi, yi in zip(pts, x, y):
-                ax.annotate(str(p["n_probes"]), (xi, yi), textcoords="offset points",
-                            xytext=(3, 3), fontsize=7)
+                ax.annotate(
+                    str(p["n_probes"]),
+                    (xi, yi),
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                    fontsize=7,
+                )
         for fam, ts in targets.items():
             for t in ts:
                 ax.axvline(t, color=colours.get(fam, "grey"), linestyle=":", linewidth=0.8)

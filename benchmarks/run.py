@@ -24,7 +24,15 @@ import numpy as np
 
 from .datasets import REPO_ROOT, load_dataset
 from .measure import exact_knn, measure_point, recall_at_k
-from .methods import FLAT, PQ_ADC, PQ_REFINE, build_faiss, build_ours, ours_methods
+from .methods import (
+    FLAT,
+    PQ_ADC,
+    PQ_REFINE,
+    build_faiss,
+    build_ours,
+    faiss_threads,
+    ours_methods,
+)
 from .report import (
     auto_target,
     compute_ratios,
@@ -38,59 +46,137 @@ from .report import (
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 _FAMILY_OF = {"flat": FLAT, "pq": PQ_REFINE, "adc": PQ_ADC}
 
-DEFAULTS = dict(
-    dataset="debian", n=50_000, dim=128, n_queries=None, nlist=256, m=48, refine=4,
-    kmeans_iters=10, probes="1,2,4,8,16,32,64,128", repeats=3, latency_queries=200,
-    methods="flat,pq,adc",
-)
-QUICK = dict(
-    dataset="synthetic", n=3000, dim=32, n_queries=100, nlist=16, m=4, probes="1,4,16",
-    repeats=1, latency_queries=10, methods="flat,pq",
-)
+DEFAULTS = {
+    "dataset": "debian",
+    "n": 50_000,
+    "dim": 128,
+    "n_queries": None,
+    "nlist": 256,
+    "m": 48,
+    "refine": 4,
+    "kmeans_iters": 10,
+    "probes": "1,2,4,8,16,32,64,128",
+    "repeats": 3,
+    "latency_queries": 200,
+    "methods": "flat,pq,adc",
+}
+QUICK = {
+    "dataset": "synthetic",
+    "n": 3000,
+    "dim": 32,
+    "n_queries": 100,
+    "nlist": 16,
+    "m": 4,
+    "probes": "1,4,16",
+    "repeats": 1,
+    "latency_queries": 10,
+    "methods": "flat,pq",
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.run", description=__doc__.splitlines()[0],
+        prog="python -m benchmarks.run",
+        description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d = DEFAULTS
     g = ap.add_argument_group("data")
-    g.add_argument("--dataset", help=f"debian, synthetic, or a .npy/.fvecs/.bvecs/.hdf5 base file (default {d['dataset']})")
-    g.add_argument("--queries", help="query file (.npy/.fvecs/.bvecs) for a base file; else queries are held out")
-    g.add_argument("--data-dir", help="folder with debian_base.f16.npy (default: $IQDB_DATA, ../shared/data)")
+    g.add_argument(
+        "--dataset",
+        help=f"debian, synthetic, or a .npy/.fvecs/.bvecs/.hdf5 base file (default {d['dataset']})",
+    )
+    g.add_argument(
+        "--queries",
+        help="query file (.npy/.fvecs/.bvecs) for a base file; else queries are held out",
+    )
+    g.add_argument(
+        "--data-dir", help="folder with debian_base.f16.npy (default: $IQDB_DATA, ../shared/data)"
+    )
     g.add_argument("--n", type=int, help=f"synthetic base size (default {d['n']})")
     g.add_argument("--dim", type=int, help=f"synthetic dimension (default {d['dim']})")
-    g.add_argument("--n-queries", type=int, help="use at most this many queries (synthetic/held out: 1000)")
+    g.add_argument(
+        "--n-queries", type=int, help="use at most this many queries (synthetic/held out: 1000)"
+    )
     g.add_argument("--max-base", type=int, help="use only the first MAX_BASE base vectors")
     g.add_argument("--normalize", action="store_true", help="scale base and queries to unit norm")
-    g.add_argument("--seed", type=int, default=0, help="synthetic data and held-out split (default 0)")
-    g.add_argument("--gt", choices=("float64", "faiss"), default="float64",
-                   help="ground truth: float64 NumPy brute force or faiss.IndexFlatL2 (default float64)")
+    g.add_argument(
+        "--seed", type=int, default=0, help="synthetic data and held-out split (default 0)"
+    )
+    g.add_argument(
+        "--gt",
+        choices=("float64", "faiss"),
+        default="float64",
+        help="ground truth: float64 NumPy brute force or faiss.IndexFlatL2 (default float64)",
+    )
     g = ap.add_argument_group("index")
     g.add_argument("--nlist", type=int, help=f"inverted lists (default {d['nlist']})")
     g.add_argument("--m", type=int, help=f"PQ subvectors M, 8 bits each (default {d['m']})")
-    g.add_argument("--refine", type=int, help=f"PQ re-rank factor: refine*k exact candidates (default {d['refine']})")
-    g.add_argument("--kmeans-iters", type=int, help=f"k-means rounds, both libraries (default {d['kmeans_iters']}, faiss's)")
-    g.add_argument("--methods", help="families to sweep: flat, pq (PQ+refine), adc (PQ without "
-                   "refine, same PQ index) (default flat,pq,adc; --quick: flat,pq)")
-    g.add_argument("--warm-build", action=argparse.BooleanOptionalAction, default=True,
-                   help="build ours a second time in-process to separate compilation (default on)")
-    g.add_argument("--faiss-by-residual", action=argparse.BooleanOptionalAction, default=True,
-                   help="faiss IVF-PQ encodes residuals (faiss default; ours encodes raw vectors)")
+    g.add_argument(
+        "--refine",
+        type=int,
+        help=f"PQ re-rank factor: refine*k exact candidates (default {d['refine']})",
+    )
+    g.add_argument(
+        "--kmeans-iters",
+        type=int,
+        help=f"k-means rounds, both libraries (default {d['kmeans_iters']}, faiss's)",
+    )
+    g.add_argument(
+        "--methods",
+        help="families to sweep: flat, pq (PQ+refine), adc (PQ without "
+        "refine, same PQ index) (default flat,pq,adc; --quick: flat,pq)",
+    )
+    g.add_argument(
+        "--warm-build",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="build ours a second time in-process to separate compilation (default on)",
+    )
+    g.add_argument(
+        "--faiss-by-residual",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="faiss IVF-PQ encodes residuals (faiss default; ours encodes raw vectors)",
+    )
     g = ap.add_argument_group("measurement")
     g.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
     g.add_argument("--probes", help=f"n_probes sweep, clipped to nlist (default {d['probes']})")
-    g.add_argument("--repeats", type=int, help=f"timed batch calls per point; median reported (default {d['repeats']})")
-    g.add_argument("--latency-queries", type=int, help=f"queries timed one at a time (default {d['latency_queries']})")
+    g.add_argument(
+        "--repeats",
+        type=int,
+        help=f"timed batch calls per point; median reported (default {d['repeats']})",
+    )
+    g.add_argument(
+        "--latency-queries",
+        type=int,
+        help=f"queries timed one at a time (default {d['latency_queries']})",
+    )
     g.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads (default 2)")
+    g.add_argument(
+        "--latency-threads",
+        type=int,
+        default=1,
+        help="faiss OpenMP threads for the single-query loop (default 1: a one-query search "
+        "gains nothing from threads, and on a busy machine IndexRefineFlat's parallel region "
+        "can wait ~10 ms for its second thread)",
+    )
     g.add_argument("--targets-flat", default="0.90,0.95", help="recalls for IVF-Flat ratios")
     g.add_argument("--targets-pq", default="0.90", help="recalls for IVF-PQ+refine ratios")
-    g.add_argument("--targets-adc", default="auto",
-                   help="recalls for IVF-PQ ADC-only ratios; auto = best 0.05 step both reach")
-    g.add_argument("--out", help="JSON path (default benchmarks/results/<dataset>-<time>.json); plot goes next to it")
-    g.add_argument("--quick", action="store_true",
-                   help="smoke run: synthetic 3000x32, nlist 16, M 4, probes 1,4,16, 1 repeat, 10 latency queries")
+    g.add_argument(
+        "--targets-adc",
+        default="auto",
+        help="recalls for IVF-PQ ADC-only ratios; auto = best 0.05 step both reach",
+    )
+    g.add_argument(
+        "--out",
+        help="JSON path (default benchmarks/results/<dataset>-<time>.json); plot goes next to it",
+    )
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: synthetic 3000x32, nlist 16, M 4, probes 1,4,16, 1 repeat, 10 latency queries",
+    )
     args = ap.parse_args(argv)
     for key, default in DEFAULTS.items():
         if getattr(args, key) is None:
@@ -114,21 +200,31 @@ def _git() -> dict:
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")  # read-only: never touch the index
 
     def git(*a):
-        return subprocess.run(["git", *a], cwd=REPO_ROOT, env=env, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *a],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "HEAD"),
-                "modified_files": git("diff", "--name-only", "HEAD").splitlines()}
-    except Exception as e:  # not a checkout, or no git
+        return {
+            "commit": git("rev-parse", "HEAD"),
+            "modified_files": git("diff", "--name-only", "HEAD").splitlines(),
+        }
+    except (OSError, subprocess.SubprocessError) as e:  # not a checkout, or no git
         return {"error": str(e)}
 
 
 def _cpu_model() -> str | None:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or None
@@ -159,6 +255,7 @@ def setup_record(args) -> dict:
         "device_kind": dev.device_kind,
         "n_devices": jax.device_count(),
         "faiss_threads": faiss.omp_get_max_threads(),
+        "faiss_latency_threads": args.latency_threads,
         "xla_threads": "XLA:CPU runs its own thread pool over the visible cores (not set here)",
         "xla_flags": os.environ.get("XLA_FLAGS"),
         "compilation_cache": "off while measuring",
@@ -173,34 +270,40 @@ def _say(msg: str) -> None:
 def main(argv=None) -> dict:
     """Run the benchmark; print the tables; write JSON and plot; return the result dict."""
     args = parse_args(argv)
-    import faiss
-
-    faiss.omp_set_num_threads(args.threads)
     families = [f.strip() for f in args.methods.split(",") if f.strip()]
     if not families or set(families) - set(_FAMILY_OF):
         raise SystemExit(f"--methods takes flat, pq and/or adc, got {args.methods!r}")
     probes = probe_list(args.probes, args.nlist)
 
-    cache_dir = jax.config.jax_compilation_cache_dir
     cache_on = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)  # compile times must be real
     try:
-        return _run(args, families, probes)
+        with faiss_threads(args.threads):
+            return _run(args, families, probes)
     finally:
         jax.config.update("jax_enable_compilation_cache", cache_on)
-        assert jax.config.jax_compilation_cache_dir == cache_dir
 
 
 def _run(args, families: list[str], probes: list[int]) -> dict:
     t_start = time.perf_counter()
     setup = setup_record(args)
-    _say(f"jax {setup['jax']} ({setup['backend']}: {setup['device_kind']}), faiss {setup['faiss']} "
-         f"({setup['faiss_threads']} threads), {setup['cpu_count']} CPUs: {setup['cpu_model']}")
+    _say(
+        f"jax {setup['jax']} ({setup['backend']}: {setup['device_kind']}), faiss {setup['faiss']} "
+        f"({setup['faiss_threads']} threads), {setup['cpu_count']} CPUs: {setup['cpu_model']}"
+    )
 
     t = time.perf_counter()
-    ds = load_dataset(args.dataset, queries=args.queries, n=args.n, dim=args.dim,
-                      n_queries=args.n_queries, max_base=args.max_base,
-                      normalize=args.normalize, data_dir=args.data_dir, seed=args.seed)
+    ds = load_dataset(
+        args.dataset,
+        queries=args.queries,
+        n=args.n,
+        dim=args.dim,
+        n_queries=args.n_queries,
+        max_base=args.max_base,
+        normalize=args.normalize,
+        data_dir=args.data_dir,
+        seed=args.seed,
+    )
     setup["load_s"] = time.perf_counter() - t
     base, queries, k = ds.base, ds.queries, args.k
     n, dim = base.shape
@@ -225,8 +328,11 @@ def _run(args, families: list[str], probes: list[int]) -> dict:
     builds, points = {}, []
     wanted = {_FAMILY_OF[f] for f in families}
     for pq in [False] * ("flat" in families) + [True] * bool({"pq", "adc"} & set(families)):
-        _say(f"building {'IVF-PQ' if pq else 'IVF-Flat'}: nlist {args.nlist}"
-             + (f", M {args.m}, refine {args.refine}" if pq else "") + f", {args.kmeans_iters} k-means rounds")
+        _say(
+            f"building {'IVF-PQ' if pq else 'IVF-Flat'}: nlist {args.nlist}"
+            + (f", M {args.m}, refine {args.refine}" if pq else "")
+            + f", {args.kmeans_iters} k-means rounds"
+        )
         index, rec = build_ours(base, args, pq=pq)
         methods = ours_methods(index, rec, pq=pq, refine=args.refine)
         methods += build_faiss(base, args, pq=pq)
@@ -238,24 +344,41 @@ def _run(args, families: list[str], probes: list[int]) -> dict:
         # machine hit both sides of a ratio alike.
         for p in probes:
             for mth in methods:
-                pt = measure_point(mth, p, queries, truth, k=k, repeats=args.repeats,
-                                   latency_queries=args.latency_queries)
+                pt = measure_point(
+                    mth,
+                    p,
+                    queries,
+                    truth,
+                    k=k,
+                    repeats=args.repeats,
+                    latency_queries=args.latency_queries,
+                    latency_threads=args.latency_threads,
+                )
                 points.append(pt)
-                _say(f"  {mth.name:<16} n_probes {p:>4}: recall {pt['recall']:.4f}, "
-                     f"{pt['batch_qps']:.0f} q/s, p50 {pt.get('latency_p50_ms', float('nan')):.3f} ms")
+                _say(
+                    f"  {mth.name:<16} n_probes {p:>4}: recall {pt['recall']:.4f}, "
+                    f"{pt['batch_qps']:.0f} q/s, p50 {pt.get('latency_p50_ms', float('nan')):.3f} ms"
+                )
         del index, methods
 
     targets = {FLAT: _floats(args.targets_flat), PQ_REFINE: _floats(args.targets_pq)}
-    targets[PQ_ADC] = auto_target(points, PQ_ADC) if args.targets_adc == "auto" else _floats(args.targets_adc)
+    targets[PQ_ADC] = (
+        auto_target(points, PQ_ADC) if args.targets_adc == "auto" else _floats(args.targets_adc)
+    )
     ratios = compute_ratios(points, builds, targets, k)
 
     _say("\n== points ==\n" + format_points(points, k))
     _say("\n== builds ==\n" + format_builds(builds))
-    _say("\n== ours / faiss at equal recall (QPS: >1 = ours faster; time, latency, bytes: <1 = ours better) ==\n"
-         + format_ratio_table(ratios))
+    _say(
+        "\n== ours / faiss at equal recall (QPS: >1 = ours faster; time, latency, bytes: <1 = ours better) ==\n"
+        + format_ratio_table(ratios)
+    )
 
-    out = Path(args.out) if args.out else RESULTS_DIR / (
-        f"{ds.name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else RESULTS_DIR / (f"{ds.name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json")
+    )
     png = out.with_suffix(".png")
     result = {
         "setup": setup,
@@ -269,10 +392,15 @@ def _run(args, families: list[str], probes: list[int]) -> dict:
     }
     setup["elapsed_s"] = time.perf_counter() - t_start  # before writing outputs
     write_json(result, out)
-    plot(points, png, k=k, targets=targets,
-         title=f"{ds.name} n={n} d={dim} k={k} nlist={args.nlist} M={args.m} refine={args.refine} "
-               f"- jax {setup['jax']} vs faiss {setup['faiss']} ({setup['faiss_threads']} thr), "
-               f"{setup['cpu_count']} CPUs")
+    plot(
+        points,
+        png,
+        k=k,
+        targets=targets,
+        title=f"{ds.name} n={n} d={dim} k={k} nlist={args.nlist} M={args.m} refine={args.refine} "
+        f"- jax {setup['jax']} vs faiss {setup['faiss']} ({setup['faiss_threads']} thr), "
+        f"{setup['cpu_count']} CPUs",
+    )
     _say(f"\nwrote {out}\nwrote {png}\n(benchmark ran {setup['elapsed_s']:.0f}s)")
     return result
 

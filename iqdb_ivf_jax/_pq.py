@@ -7,10 +7,11 @@ on the coarse working set, subvector ``j`` with key ``fold_in(pq_key, j)``; one
 ``jax.vmap`` fits all ``M``.
 
 **Precision.** Encoding is an exact path: its distance GEMMs run at
-``Precision.HIGHEST`` in fixed 64-row tiles, so a vector's code does not depend on
-the batch it was encoded in. ADC tables are computed elementwise in float32 (no
-GEMM, so no TF32/bf16 passes on any backend); they equal the exact per-subvector
-terms up to float32 rounding.
+``Precision.HIGHEST`` in fixed 16-row tiles, so a vector's code does not depend on
+the batch it was encoded in. ADC tables and scores are computed elementwise in
+float32 (no GEMM, so no TF32/bf16 passes on any backend) with sums in a fixed
+order, so one query and a vmapped batch give the same bits; they equal the exact
+values up to float32 rounding.
 
 See also: ``_kmeans.py`` (coarse quantizer), ``_search.py`` (ADC scan, refine).
 """
@@ -21,13 +22,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._kmeans import KIND_L2, _batch_invariant, _kmeans_fit_impl, _use_segment_sum
+from ._kmeans import (
+    KIND_L2,
+    _batch_invariant,
+    _kmeans_fit_impl,
+    _min_and_index,
+    _use_segment_sum,
+)
 
 N_CODEWORDS = 256
 ADC_KINDS = ("l2", "dot", "l1")
 
 _HIGHEST = lax.Precision.HIGHEST
-_ENCODE_TILE = 64
+_ENCODE_TILE = 16
 
 
 def _check_adc_kind(kind: str) -> None:
@@ -103,7 +110,8 @@ def _encode_tile(xt: jax.Array, codebooks: jax.Array) -> jax.Array:
     x_sq = jnp.sum(xs * xs, axis=2)
     c_sq = jnp.sum(codebooks * codebooks, axis=2)
     dist = jnp.maximum(x_sq[:, :, None] - 2.0 * dots + c_sq[None, :, :], 0.0)
-    return jnp.argmin(dist, axis=2).astype(jnp.uint8)  # ties to the lowest codeword
+    code = _min_and_index(dist, axis=2)[1]  # ties to the lowest codeword
+    return jnp.minimum(code, N_CODEWORDS - 1).astype(jnp.uint8)
 
 
 @jax.jit
@@ -116,7 +124,7 @@ def pq_encode(x: jax.Array, codebooks: jax.Array) -> jax.Array:
 
     Returns:
         ``u8[n, m]`` (``u8[m]`` for one vector); ties go to the lowest codeword.
-        Distances use the expanded form at ``Precision.HIGHEST`` in fixed 64-row
+        Distances use the expanded form at ``Precision.HIGHEST`` in fixed 16-row
         tiles, so a row's code does not depend on the batch (or ``jax.vmap``).
 
     >>> import jax.numpy as jnp
@@ -159,8 +167,9 @@ def pq_decode(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
 def adc_tables(q: jax.Array, codebooks: jax.Array, *, kind: str) -> jax.Array:
     """Asymmetric-distance lookup table of one query (faiss ``compute_distance_table``).
 
-    Computed elementwise in float32 (no GEMM, so no reduced-precision passes);
-    use ``jax.vmap`` for a batch of queries.
+    Computed elementwise in float32 (no GEMM, so no reduced-precision passes on
+    any backend), summing the ``d // m`` terms in index order, so the bits are
+    the same for one query and under ``jax.vmap`` (the batch form).
 
     Args:
         q: ``f32[d]`` the query.
@@ -177,14 +186,31 @@ def adc_tables(q: jax.Array, codebooks: jax.Array, *, kind: str) -> jax.Array:
     [10.0, 4.0]
     """
     _check_adc_kind(kind)
-    m = codebooks.shape[0]
-    qs = _split(jnp.asarray(q, jnp.float32), m)[:, None, :]  # [m, 1, dsub]
-    if kind == "dot":
-        return jnp.sum(qs * codebooks, axis=2)
-    diff = qs - codebooks
-    if kind == "l2":
-        return jnp.sum(diff * diff, axis=2)
-    return jnp.sum(jnp.abs(diff), axis=2)
+    m, _, dsub = codebooks.shape
+    qs = _split(jnp.asarray(q, jnp.float32), m)  # [m, dsub]
+    codebooks = jnp.asarray(codebooks, jnp.float32)
+
+    def term(i):
+        qi, ci = qs[:, i, None], codebooks[:, :, i]  # [m, 1], [m, 256]
+        if kind == "dot":
+            return qi * ci
+        diff = qi - ci
+        return diff * diff if kind == "l2" else jnp.abs(diff)
+
+    return _ordered_sum([term(i) for i in range(dsub)])
+
+
+def _ordered_sum(terms: list) -> jax.Array:
+    """``((t0 + t1) + t2) + ...`` as elementwise adds.
+
+    An XLA reduction may vectorise differently for different outer shapes (a
+    single query vs a vmapped batch); a chain of elementwise adds gives the same
+    float32 bits for every shape, so batch and per-query ADC agree exactly.
+    """
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
 
 
 @functools.partial(jax.jit, static_argnames=("kind",))
@@ -200,7 +226,8 @@ def adc_scores(tables: jax.Array, codes: jax.Array, *, kind: str) -> jax.Array:
 
     Returns:
         ``f32[n]``: the metric on :func:`pq_decode` ``(codes)`` up to float32
-        rounding. Use ``jax.vmap`` over ``tables`` for many queries.
+        rounding; the ``m`` terms are summed in index order, so a row's bits do
+        not depend on ``n`` or on ``jax.vmap`` over ``tables`` (many queries).
 
     >>> import jax.numpy as jnp
     >>> t = jnp.zeros((2, 256)).at[0, 1].set(9.0).at[1, 2].set(16.0)
@@ -209,8 +236,7 @@ def adc_scores(tables: jax.Array, codes: jax.Array, *, kind: str) -> jax.Array:
     """
     _check_adc_kind(kind)
     idx = codes.astype(jnp.int32)
-    parts = jax.vmap(lambda t, c: t[c], in_axes=(0, -1), out_axes=-1)(tables, idx)  # [n, m]
-    total = jnp.sum(parts, axis=-1)
+    total = _ordered_sum([tables[j][idx[..., j]] for j in range(tables.shape[0])])  # [n]
     if kind == "l2":
         return jnp.sqrt(jnp.maximum(total, 0.0))
     if kind == "dot":

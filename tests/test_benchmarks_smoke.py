@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) omits the repo root
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import datasets  # noqa: E402
-from benchmarks.measure import at_recall, exact_knn, recall_at_k  # noqa: E402
+from benchmarks import datasets
+from benchmarks.measure import at_recall, exact_knn, recall_at_k
 
 
 def _texmex_bytes(x: np.ndarray, dtype) -> bytes:
@@ -34,7 +34,9 @@ def _texmex_bytes(x: np.ndarray, dtype) -> bytes:
 )
 def test_texmex_readers(tmp_path, suffix, dtype, reader):
     rng = np.random.default_rng(0)
-    x = (rng.integers(0, 250, (7, 5)) if dtype != np.float32 else rng.standard_normal((7, 5))).astype(dtype)
+    x = (
+        rng.integers(0, 250, (7, 5)) if dtype != np.float32 else rng.standard_normal((7, 5))
+    ).astype(dtype)
     path = tmp_path / f"a{suffix}"
     path.write_bytes(_texmex_bytes(x, dtype))
     got = reader(path)
@@ -76,7 +78,9 @@ def test_load_dataset_files(tmp_path):
     assert held <= rows and not held & {r.tobytes() for r in ds.base}
     datasets.write_vecs(tmp_path / "b.fvecs", base)
     datasets.write_vecs(tmp_path / "q.fvecs", base[:5])
-    ds = datasets.load_dataset(str(tmp_path / "b.fvecs"), queries=str(tmp_path / "q.fvecs"), max_base=30)
+    ds = datasets.load_dataset(
+        str(tmp_path / "b.fvecs"), queries=str(tmp_path / "q.fvecs"), max_base=30
+    )
     assert ds.base.shape == (30, 8) and ds.queries.shape == (5, 8) and ds.name == "b"
     syn = datasets.load_dataset("synthetic", n=500, dim=16, n_queries=20)
     assert syn.base.shape == (500, 16) and syn.queries.shape == (20, 16)
@@ -129,8 +133,19 @@ def test_quick_run_end_to_end(tmp_path):
     out = tmp_path / "quick.json"
     run.main(["--quick", "--out", str(out)])
     res = json.loads(out.read_text())
-    assert {"setup", "dataset", "probes", "targets", "builds", "points", "ratios", "plot"} <= set(res)
-    for key in ("jax", "jaxlib", "faiss", "backend", "device", "cpu_count", "faiss_threads", "args"):
+    assert {"setup", "dataset", "probes", "targets", "builds", "points", "ratios", "plot"} <= set(
+        res
+    )
+    for key in (
+        "jax",
+        "jaxlib",
+        "faiss",
+        "backend",
+        "device",
+        "cpu_count",
+        "faiss_threads",
+        "args",
+    ):
         assert key in res["setup"], key
     assert res["probes"] == [1, 4, 16]
     names = {p["method"] for p in res["points"]}
@@ -147,4 +162,6 @@ def test_quick_run_end_to_end(tmp_path):
     assert res["builds"]["ours-flat"]["padding_ratio"] >= 1.0
     whats = {(r["family"], r["what"]) for r in res["ratios"]}
     assert ("IVF-Flat", "batch QPS") in whats and ("IVF-Flat", "train+add s") in whats
-    assert Path(res["plot"]) == out.with_suffix(".png") and out.with_suffix(".png").stat().st_size > 0
+    assert (
+        Path(res["plot"]) == out.with_suffix(".png") and out.with_suffix(".png").stat().st_size > 0
+    )

@@ -198,6 +198,21 @@ def test_adc_equals_metric_on_decoded(kind, trained):  # behaviour 46
         np.testing.assert_allclose(one, scores[i], rtol=1e-6, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("kind", ADC_KINDS)
+def test_adc_batch_invariant(kind, trained):
+    """Per-query and vmapped ADC give the same bits (batch kernel == vmap, §5.65)."""
+    x, cb = trained
+    codes = pq_encode(x, cb)
+    queries = x[:6] + 0.3
+    tables = jax.jit(jax.vmap(lambda v: adc_tables(v, cb, kind=kind)))(queries)
+    scores = jax.jit(jax.vmap(lambda t: adc_scores(t, codes, kind=kind)))(tables)
+    for i, q in enumerate(queries):
+        t = adc_tables(q, cb, kind=kind)
+        assert _bits_equal(t, tables[i])
+        assert _bits_equal(adc_scores(t, codes, kind=kind), scores[i])
+        assert _bits_equal(adc_scores(t, codes[:37], kind=kind), scores[i, :37])
+
+
 def test_adc_self_query_l2(trained):
     x, cb = trained
     codes = pq_encode(x, cb)
