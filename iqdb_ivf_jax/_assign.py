@@ -2,9 +2,8 @@
 
 EUCLIDEAN, MANHATTAN and HAMMING use squared L2 to the centroids; COSINE uses
 cosine distance to unit centroids; DOT_PRODUCT uses ``-<x, c>``. Insertion
-(assignment) and search (probing) call the same matrix-product kernel on batches
-padded to at least ``MIN_ROWS`` rows, so a stored vector's own list is its top-1
-probe. Ties go to the lower cluster id.
+(assignment) and search (probing) call the same batch-invariant kernel, so a
+stored vector's own list is its top-1 probe, bit for bit. Ties go to the lower cluster id.
 """
 
 import jax
@@ -12,7 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._config import Metric
-from ._metrics import COSINE_EPS, row_norms, tree_sum
+from ._kmeans import coarse_scores
 
 KIND_L2 = "l2"
 KIND_COSINE = "cosine"
@@ -29,25 +28,14 @@ def coarse_kind(metric: Metric) -> str:
 
 
 def centroid_scores(q: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
-    """Smaller-is-better ranking scores of queries ``f32[d]`` or ``f32[n, d]``
-    against the centroids: ``f32[nlist]`` or ``f32[n, nlist]``.
+    """Smaller-is-better scores of queries ``f32[d]`` or ``f32[n, d]`` against the
+    centroids: ``f32[nlist]`` or ``f32[n, nlist]``.
 
-    One matrix product at HIGHEST precision: ``"l2"`` ranks by
-    ``|c|^2 - 2 q.c`` (squared L2 minus the constant ``|q|^2``); ``"cosine"`` by
-    ``-q.c / |c|`` (the query norm does not change the order; a zero query or
-    centroid scores 0, i.e. cosine distance 1); ``"dot"`` by ``-q.c``.
+    Delegates to :func:`_kmeans.coarse_scores`, which computes every row in a
+    fixed 16-row matrix product, so a row's bits do not depend on the batch size
+    or on ``jax.vmap`` (XLA CPU rounds products of different sizes differently).
     """
-    q2 = q if q.ndim == 2 else q[None, :]
-    dots = lax.dot_general(q2, centroids, (((1,), (1,)), ((), ())), precision=lax.Precision.HIGHEST)
-    if kind == KIND_DOT:
-        scores = -dots
-    elif kind == KIND_L2:
-        scores = tree_sum(centroids * centroids)[None, :] - 2.0 * dots
-    else:
-        cn = row_norms(centroids)[None, :]
-        ok = cn > COSINE_EPS
-        scores = jnp.where(ok, -dots / jnp.where(ok, cn, 1.0), 0.0)
-    return scores if q.ndim == 2 else scores[0]
+    return coarse_scores(q, centroids, kind=kind)
 
 
 def probe(q: jax.Array, centroids: jax.Array, kind: str, n_probes: int) -> jax.Array:
@@ -63,12 +51,10 @@ def probe(q: jax.Array, centroids: jax.Array, kind: str, n_probes: int) -> jax.A
 def assign(x: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
     """The list of each row of ``f32[n, d]``: its top-1 probe, ``i32[n]``.
 
-    Callers pad ``n`` to at least :data:`MIN_ROWS` rows so that assignment and
-    probing run the same matrix-product kernel (XLA CPU rounds a 2-8 row
-    product differently from a large one).
     """
     return probe(x, centroids, kind, 1)[:, 0]
 
 
-# Batches for assignment/probing are padded to at least this many rows.
+# Batches for assignment/probing are padded to at least this many rows (fewer
+# shapes to compile; the scores themselves are batch-invariant).
 MIN_ROWS = 64

@@ -274,22 +274,28 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
-def _score_tile(q: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
-    """Criterion scores ``f32[T, k]`` of a tile ``f32[T, d]``; smaller is better."""
+def _score_tile(q: jax.Array, centroids: jax.Array, c_sq: jax.Array, kind: str) -> jax.Array:
+    """Criterion scores ``f32[T, k]`` of a tile ``f32[T, d]``; smaller is better.
+
+    ``c_sq`` (``f32[k]``) holds the centroids' squared norms.
+    """
     dots = jnp.dot(q, centroids.T, precision=_HIGHEST)
     if kind == KIND_DOT:
         return -dots
+    q_sq = jnp.sum(q * q, axis=1)
     if kind == KIND_L2:
-        q_sq = jnp.sum(q * q, axis=1)
-        c_sq = jnp.sum(centroids * centroids, axis=1)
         return jnp.maximum(q_sq[:, None] - 2.0 * dots + c_sq[None, :], 0.0)
-    denom = (
-        jnp.sqrt(jnp.sum(q * q, axis=1))[:, None]
-        * jnp.sqrt(jnp.sum(centroids * centroids, axis=1))[None, :]
-    )
+    denom = jnp.sqrt(q_sq)[:, None] * jnp.sqrt(c_sq)[None, :]
     ok = denom > _COSINE_EPS
     cos_d = jnp.clip(1.0 - dots / jnp.where(ok, denom, 1.0), 0.0, 2.0)
     return jnp.where(ok, cos_d, 1.0)
+
+
+def _isolated_sq_norms(c: jax.Array) -> jax.Array:
+    """``f32[k]`` squared row norms of ``c[k, d]``, compiled apart from any context
+    (barriers on both sides), so their bits depend only on ``c``'s shape."""
+    c = lax.optimization_barrier(c)
+    return lax.optimization_barrier(jnp.sum(c * c, axis=1))
 
 
 @functools.cache
@@ -328,11 +334,12 @@ def coarse_scores(q: jax.Array, centroids: jax.Array, *, kind: str) -> jax.Array
     g = _batch_invariant(_score_fn(kind), _SCORE_TILE)
     q = jnp.asarray(q, jnp.float32)
     centroids = jnp.asarray(centroids, jnp.float32)
+    c_sq = _isolated_sq_norms(centroids)
     if q.ndim == 1:
-        return g(q[None, :], centroids)[0]
+        return g(q[None, :], centroids, c_sq)[0]
     if q.ndim != 2:
         raise ValueError(f"q must be f32[d] or f32[n, d], got shape {q.shape}")
-    return g(q, centroids)
+    return g(q, centroids, c_sq)
 
 
 @functools.partial(jax.jit, static_argnames=("kind",))
