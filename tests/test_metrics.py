@@ -17,7 +17,9 @@ def ref(q, x, metric):
         return -(x @ q)
     if metric is Metric.COSINE:
         den = np.linalg.norm(x, axis=-1) * np.linalg.norm(q)
-        return np.where(den > 1.1754944e-38, np.clip(1 - (x @ q) / np.where(den > 0, den, 1), 0, 2), 1.0)
+        return np.where(
+            den > 1.1754944e-38, np.clip(1 - (x @ q) / np.where(den > 0, den, 1), 0, 2), 1.0
+        )
     qb = q.astype(np.float32).view(np.uint32)
     xb = x.astype(np.float32).view(np.uint32)
     return (qb != xb).sum(-1).astype(np.float64)

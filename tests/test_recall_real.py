@@ -25,7 +25,9 @@ def subset(real_data):
 def test_flat_recall_close_to_faiss(subset):
     faiss = pytest.importorskip("faiss")
     base, queries, truth = subset
-    index = IvfIndex(384, "euclidean", IvfConfig(n_clusters=128, n_probes=16, kmeans_max_iterations=10))
+    index = IvfIndex(
+        384, "euclidean", IvfConfig(n_clusters=128, n_probes=16, kmeans_max_iterations=10)
+    )
     index.train(base)
     index.insert_batch(np.arange(len(base)), base)
     _, ids = index.search_arrays(queries, k=10)
@@ -54,7 +56,9 @@ def test_full_probe_equals_brute_force_all_flat_metrics(subset):
         _, ids = index.search_arrays(queries, k=10)
         dist = np.asarray(pairwise(queries, base, index.metric))
         # oracle: (float32 distance, seq) where seq == row number
-        order = np.lexsort((np.broadcast_to(np.arange(len(base)), dist.shape), dist), axis=1)[:, :10]
+        order = np.lexsort((np.broadcast_to(np.arange(len(base)), dist.shape), dist), axis=1)[
+            :, :10
+        ]
         assert np.array_equal(ids, order), metric
 
 
@@ -63,8 +67,14 @@ def test_pq_refine_recall(subset):
     index = IvfIndex(
         384,
         "euclidean",
-        IvfConfig(n_clusters=64, n_probes=16, use_pq=True, pq_subvectors=48, pq_refine_factor=4,
-                  kmeans_max_iterations=10),
+        IvfConfig(
+            n_clusters=64,
+            n_probes=16,
+            use_pq=True,
+            pq_subvectors=48,
+            pq_refine_factor=4,
+            kmeans_max_iterations=10,
+        ),
     )
     index.train(base)
     index.insert_batch(np.arange(len(base)), base)

@@ -101,7 +101,9 @@ def test_scan_padding_is_bounded_on_uneven_lists():
     # very uneven clusters: sizes from 5 to 2000
     sizes = np.unique(np.geomspace(5, 2000, 24).astype(int))
     centres = rng.uniform(-20, 20, (len(sizes), 16)).astype(np.float32)
-    x = np.concatenate([c + rng.standard_normal((s, 16)).astype(np.float32) * 0.3 for c, s in zip(centres, sizes)])
+    x = np.concatenate(
+        [c + rng.standard_normal((s, 16)).astype(np.float32) * 0.3 for c, s in zip(centres, sizes)]
+    )
     index = IvfIndex(16, "euclidean", IvfConfig(n_clusters=len(sizes), n_probes=3, seed=0))
     index.train(x)
     index.insert_batch(list(range(len(x))), x)

@@ -21,16 +21,16 @@ from iqdb_ivf_jax import (
 )
 
 METRIC_NAMES = ["euclidean", "cosine", "dot_product", "manhattan", "hamming"]
-DEFAULTS = dict(
-    n_clusters=256,
-    n_probes=8,
-    training_sample_size=65536,
-    use_pq=False,
-    pq_subvectors=None,
-    pq_refine_factor=4,
-    seed=0xDEADBEEFCAFEF00D,
-    kmeans_max_iterations=25,
-)
+DEFAULTS = {
+    "n_clusters": 256,
+    "n_probes": 8,
+    "training_sample_size": 65536,
+    "use_pq": False,
+    "pq_subvectors": None,
+    "pq_refine_factor": 4,
+    "seed": 0xDEADBEEFCAFEF00D,
+    "kmeans_max_iterations": 25,
+}
 BUILDERS = [
     ("with_n_clusters", "n_clusters", 64),
     ("with_n_probes", "n_probes", 3),
@@ -113,7 +113,10 @@ def test_b01_builders_chain():
     )
     assert cfg == IvfConfig(32, 4, 4096, True, 8, 2, 99, 7)
     cfg.validate()
-    assert IvfConfig().with_use_pq(True).with_pq_subvectors(8).with_pq_subvectors(None).pq_subvectors is None
+    assert (
+        IvfConfig().with_use_pq(True).with_pq_subvectors(8).with_pq_subvectors(None).pq_subvectors
+        is None
+    )
 
 
 # --------------------------------------------------------------------------- 2
@@ -126,33 +129,33 @@ def test_b02_building_never_raises():
 @pytest.mark.parametrize(
     "kwargs,words",
     [
-        (dict(n_clusters=0), ["n_clusters"]),
-        (dict(n_clusters=-1), ["n_clusters"]),
-        (dict(n_probes=0), ["n_probes"]),
-        (dict(n_probes=-3), ["n_probes"]),
-        (dict(n_clusters=4, n_probes=5), ["n_probes", "n_clusters"]),
-        (dict(training_sample_size=0), ["training_sample_size"]),
-        (dict(training_sample_size=-1), ["training_sample_size"]),
-        (dict(n_clusters=300, training_sample_size=299), ["training_sample_size"]),
+        ({"n_clusters": 0}, ["n_clusters"]),
+        ({"n_clusters": -1}, ["n_clusters"]),
+        ({"n_probes": 0}, ["n_probes"]),
+        ({"n_probes": -3}, ["n_probes"]),
+        ({"n_clusters": 4, "n_probes": 5}, ["n_probes", "n_clusters"]),
+        ({"training_sample_size": 0}, ["training_sample_size"]),
+        ({"training_sample_size": -1}, ["training_sample_size"]),
+        ({"n_clusters": 300, "training_sample_size": 299}, ["training_sample_size"]),
         (
-            dict(use_pq=True, pq_subvectors=4, n_clusters=16, training_sample_size=255),
+            {"use_pq": True, "pq_subvectors": 4, "n_clusters": 16, "training_sample_size": 255},
             ["training_sample_size", "256"],
         ),
-        (dict(pq_refine_factor=-1), ["pq_refine_factor"]),
-        (dict(seed=-1), ["seed"]),
-        (dict(seed=2**64), ["seed"]),
-        (dict(seed=2**80), ["seed"]),
+        ({"pq_refine_factor": -1}, ["pq_refine_factor"]),
+        ({"seed": -1}, ["seed"]),
+        ({"seed": 2**64}, ["seed"]),
+        ({"seed": 2**80}, ["seed"]),
         # bools and other non-ints are rejected for int fields
-        (dict(n_clusters=True), ["n_clusters"]),
-        (dict(n_probes=True, n_clusters=4), ["n_probes"]),
-        (dict(training_sample_size=True, n_clusters=1, n_probes=1), ["training_sample_size"]),
-        (dict(pq_refine_factor=False), ["pq_refine_factor"]),
-        (dict(seed=True), ["seed"]),
-        (dict(n_clusters=4.0), ["n_clusters"]),
-        (dict(n_probes="2"), ["n_probes"]),
-        (dict(seed=1.0), ["seed"]),
-        (dict(use_pq=True, pq_subvectors=True, n_clusters=16), ["pq_subvectors"]),
-        (dict(use_pq=True, pq_subvectors=2.0, n_clusters=16), ["pq_subvectors"]),
+        ({"n_clusters": True}, ["n_clusters"]),
+        ({"n_probes": True, "n_clusters": 4}, ["n_probes"]),
+        ({"training_sample_size": True, "n_clusters": 1, "n_probes": 1}, ["training_sample_size"]),
+        ({"pq_refine_factor": False}, ["pq_refine_factor"]),
+        ({"seed": True}, ["seed"]),
+        ({"n_clusters": 4.0}, ["n_clusters"]),
+        ({"n_probes": "2"}, ["n_probes"]),
+        ({"seed": 1.0}, ["seed"]),
+        ({"use_pq": True, "pq_subvectors": True, "n_clusters": 16}, ["pq_subvectors"]),
+        ({"use_pq": True, "pq_subvectors": 2.0, "n_clusters": 16}, ["pq_subvectors"]),
     ],
 )
 def test_b02_errors_name_the_field(kwargs, words):
@@ -166,7 +169,9 @@ def test_b02_boundaries_validate():
     IvfConfig(seed=2**64 - 1).validate()
     IvfConfig(seed=2**63).validate()
     IvfConfig(pq_refine_factor=0).validate()
-    IvfConfig(use_pq=True, pq_subvectors=2, n_clusters=4, n_probes=4, training_sample_size=256).validate()
+    IvfConfig(
+        use_pq=True, pq_subvectors=2, n_clusters=4, n_probes=4, training_sample_size=256
+    ).validate()
     # numpy ints are not Python ints, but seeds up to 2**64-1 are plain ints: fine.
 
 

@@ -6,10 +6,9 @@ Filter oracle (37, 40): brute force over the library's exact float32 kernel
 predicate accepts, ranked by ``(distance, seq)``; cross-checked in float64.
 """
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from _oracle import Model, assert_full_probe_matches, build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,15 +19,12 @@ from iqdb_ivf_jax import (
     InvalidFilterError,
     IvfConfig,
     IvfIndex,
-    Metric,
     NotFoundError,
 )
-from iqdb_ivf_jax._metrics import pairwise
 
-COSINE_EPS = 1.1754944e-38
-RTOL, ATOL = 1e-4, 1e-3
-
-SAMPLE = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [6.0, 5.0], [5.0, 6.0]], np.float32)
+SAMPLE = np.array(
+    [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [6.0, 5.0], [5.0, 6.0]], np.float32
+)
 
 
 def make_index() -> IvfIndex:
@@ -59,7 +55,7 @@ def test_b08_ids_round_trip_with_types():
     for h in hits:
         assert type(h.id) in (int, str, bytes)
     # search_arrays gives the exact objects back (object array: some ids are not int < 2**63)
-    D, I = idx.search_arrays(vecs, k=1)
+    _D, I = idx.search_arrays(vecs, k=1)
     assert I.dtype == object
     assert [I[j, 0] for j in range(len(ids))] == ids
     assert [type(I[j, 0]) for j in range(len(ids))] == [type(i) for i in ids]
@@ -113,7 +109,9 @@ def test_b09_bad_id_values(bad):
         idx.get(bad)
 
 
-@pytest.mark.parametrize("bad", [True, False, 1.5, 1.0, None, [1], (1,), {1: 2}, np.bool_(True), np.float64(2.0)])
+@pytest.mark.parametrize(
+    "bad", [True, False, 1.5, 1.0, None, [1], (1,), {1: 2}, np.bool_(True), np.float64(2.0)]
+)
 def test_b09_bad_id_types(bad):
     idx = make_index()
     with pytest.raises(TypeError):
@@ -225,7 +223,8 @@ def test_b10_empty_dict_and_none_are_distinct():
 
 
 @pytest.mark.parametrize(
-    "probe", [1, "1", b"1", 0, -1, 2**64, "", b"", True, 1.5, None, [1], (1,), {}, object(), np.float32(1)]
+    "probe",
+    [1, "1", b"1", 0, -1, 2**64, "", b"", True, 1.5, None, [1], (1,), {}, object(), np.float32(1)],
 )
 def test_b10_contains_never_raises(probe):
     untrained = IvfIndex(2, "euclidean", IvfConfig(n_clusters=2, n_probes=2))
@@ -246,119 +245,6 @@ def test_b10_get_absent_and_untrained():
     assert ei.value.id == "missing"
 
 
-# ------------------------------------------------------------------ oracle
-def bits(a) -> np.ndarray:
-    return np.asarray(a, np.float32).view(np.uint32)
-
-
-def f64_distances(X, q, metric: str) -> np.ndarray:
-    X32 = np.asarray(X, np.float32).reshape(-1, np.asarray(q).shape[-1])
-    q32 = np.asarray(q, np.float32)
-    if metric == "hamming":
-        return (X32.view(np.uint32) != q32.view(np.uint32)[None, :]).sum(1).astype(np.float64)
-    X64, q64 = X32.astype(np.float64), q32.astype(np.float64)
-    if metric == "euclidean":
-        return np.sqrt(((X64 - q64) ** 2).sum(1))
-    if metric == "manhattan":
-        return np.abs(X64 - q64).sum(1)
-    if metric == "dot_product":
-        return -(X64 @ q64)
-    if metric == "cosine":
-        denom = np.linalg.norm(X64, axis=1) * np.linalg.norm(q64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = np.clip(1.0 - (X64 @ q64) / denom, 0.0, 2.0)
-        return np.where(denom <= COSINE_EPS, 1.0, d)
-    raise AssertionError(metric)
-
-
-_pairwise = jax.jit(pairwise, static_argnums=2)
-
-
-def exact_f32(X, q, metric: str) -> np.ndarray:
-    """The library's exact float32 kernel, rows padded to a power of two (one compile per bucket)."""
-    X = np.asarray(X, np.float32).reshape(-1, np.asarray(q).shape[-1])
-    n = X.shape[0]
-    if n == 0:
-        return np.zeros(0, np.float32)
-    Xp = np.zeros((max(16, 1 << (n - 1).bit_length()), X.shape[1]), np.float32)
-    Xp[:n] = X
-    out = _pairwise(jnp.asarray(np.asarray(q, np.float32)[None, :]), jnp.asarray(Xp), Metric(metric))
-    return np.asarray(out)[0, :n]
-
-
-def rank(d: np.ndarray, seqs) -> np.ndarray:
-    """Order by (distance, seq), NaN last."""
-    d = np.asarray(d, np.float64)
-    nan = np.isnan(d)
-    return np.lexsort((np.asarray(seqs), np.where(nan, np.inf, d), nan))
-
-
-class Model:
-    """What the index should hold: id -> (vector, seq, metadata), with seqs."""
-
-    def __init__(self):
-        self.entries: dict = {}
-        self.next_seq = 0
-
-    def insert(self, id_, v, meta=None):
-        self.entries[id_] = (np.asarray(v, np.float32), self.next_seq, meta)
-        self.next_seq += 1
-
-    def delete(self, id_):
-        del self.entries[id_]
-
-    def arrays(self, pred=None):
-        items = [(i, e) for i, e in self.entries.items() if pred is None or pred(e[2])]
-        ids = [i for i, _ in items]
-        X = np.stack([e[0] for _, e in items]) if items else None
-        seqs = np.array([e[1] for _, e in items], np.int64)
-        return ids, X, seqs
-
-
-def oracle(model: Model, q, metric: str, k: int, pred=None):
-    """(ids, f32 distances, f64 distances) of the exact top-k."""
-    ids, X, seqs = model.arrays(pred)
-    if not ids or k == 0:
-        return [], np.zeros(0, np.float32), np.zeros(0)
-    d32 = exact_f32(X, q, metric)
-    order = rank(d32, seqs)[:k]
-    d64 = f64_distances(X, q, metric)
-    return [ids[i] for i in order], d32[order], d64[order]
-
-
-def assert_full_probe_matches(hits, model: Model, q, metric: str, k: int, pred=None):
-    want_ids, want_d32, _ = oracle(model, q, metric, k, pred)
-    got_ids = [h.id for h in hits]
-    assert got_ids == want_ids
-    got_d = np.array([h.distance for h in hits], np.float32)
-    # Bit equality with the exact kernel is checked separately (test_b24_distance_bits_*);
-    # here allow a few ulps so one rounding difference does not hide other failures.
-    np.testing.assert_allclose(got_d, want_d32, rtol=1e-6, atol=1e-6)
-    # float64 cross-check (tolerant): each hit's distance, and the k-th smallest values.
-    ids, X, seqs = model.arrays(pred)
-    if not ids or k == 0:
-        return
-    d64 = f64_distances(X, q, metric)
-    pos = {i: j for j, i in enumerate(ids)}
-    np.testing.assert_allclose(got_d, d64[[pos[i] for i in got_ids]], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(got_d, np.sort(d64)[: len(got_ids)], rtol=RTOL, atol=ATOL)
-
-
-def build(metric, X, n_clusters, *, n_probes=None, seed=7, ids=None, metas=None, model=None):
-    idx = IvfIndex(
-        X.shape[1],
-        metric,
-        IvfConfig(n_clusters=n_clusters, n_probes=n_probes or n_clusters, seed=seed),
-    )
-    idx.train(X)
-    ids = list(range(len(X))) if ids is None else ids
-    idx.insert_batch(ids, X, metas)
-    if model is not None:
-        for j, i in enumerate(ids):
-            model.insert(i, X[j], None if metas is None else metas[j])
-    return idx
-
-
 # -------------------------------------------------------------------------- 36
 def test_b36_filter_missing_metadata():
     idx = make_index()
@@ -372,7 +258,9 @@ def test_b36_filter_missing_metadata():
     assert idx.search([0.0, 0.0], k=5, filter=Filter.neq("tier", "cold")) == [
         Hit(2, hit.distance, {"tier": "hot"})
     ]
-    assert [h.id for h in idx.search([0.0, 0.0], k=5, filter=Filter.not_(Filter.eq("tier", "hot")))] == [1]
+    assert [
+        h.id for h in idx.search([0.0, 0.0], k=5, filter=Filter.not_(Filter.eq("tier", "hot")))
+    ] == [1]
 
 
 # -------------------------------------------------------------------------- 37
@@ -391,7 +279,13 @@ def coloured():
         elif r < 0.1:
             metas.append({})
         else:
-            metas.append({"colour": COLOURS[int(rng.integers(3))], "year": int(rng.integers(2000, 2021)), "uid": i})
+            metas.append(
+                {
+                    "colour": COLOURS[int(rng.integers(3))],
+                    "year": int(rng.integers(2000, 2021)),
+                    "uid": i,
+                }
+            )
     m = Model()
     idx = build("euclidean", x, 6, metas=metas, model=m, n_probes=6)
     return idx, x, m, rng.normal(0, 3, (8, 4)).astype(np.float32)
@@ -402,7 +296,7 @@ def blue_after_2010(meta):
 
 
 def test_b37_filtered_full_probe_equals_oracle(coloured):
-    idx, x, m, queries = coloured
+    idx, _x, m, queries = coloured
     f = Filter.and_(Filter.eq("colour", "blue"), Filter.gt("year", 2010))
     as_dict = {"colour": "blue", "year": {"$gt": 2010}}
     n_match = sum(blue_after_2010(e[2]) for e in m.entries.values())
@@ -414,9 +308,13 @@ def test_b37_filtered_full_probe_equals_oracle(coloured):
         assert idx.search(q, k=8, filter=as_dict) == hits
         for h in hits:
             assert blue_after_2010(h.metadata)
-    D, I = idx.search_arrays(queries, k=8, filter=f)
-    assert [row.tolist() for row in I] == [[h.id for h in idx.search(q, k=8, filter=f)] for q in queries]
-    assert idx.search_batch(queries, k=8, filter=f) == [idx.search(q, k=8, filter=f) for q in queries]
+    _D, I = idx.search_arrays(queries, k=8, filter=f)
+    assert [row.tolist() for row in I] == [
+        [h.id for h in idx.search(q, k=8, filter=f)] for q in queries
+    ]
+    assert idx.search_batch(queries, k=8, filter=f) == [
+        idx.search(q, k=8, filter=f) for q in queries
+    ]
 
 
 # -------------------------------------------------------------------------- 39
@@ -428,10 +326,12 @@ def nested_not(depth):
 
 
 def test_b39_filter_limits_at_index(coloured):
-    idx, x, m, queries = coloured
+    idx, _x, _m, queries = coloured
     q = queries[0]
     deep64 = nested_not(64)  # even depth: same as Eq
-    assert idx.search(q, k=8, filter=deep64) == idx.search(q, k=8, filter=Filter.eq("colour", "red"))
+    assert idx.search(q, k=8, filter=deep64) == idx.search(
+        q, k=8, filter=Filter.eq("colour", "red")
+    )
     with pytest.raises(InvalidFilterError):
         idx.search(q, k=8, filter=nested_not(65))
     with pytest.raises(InvalidFilterError):
@@ -447,7 +347,7 @@ def test_b39_filter_limits_at_index(coloured):
 
 
 def test_b39_over_limit_filter_passes_when_k0_or_empty(coloured):
-    idx, x, m, queries = coloured
+    idx, x, _m, queries = coloured
     bad = [nested_not(65), Filter.is_in("uid", list(range(1025)))]
     empty = IvfIndex(4, "euclidean", IvfConfig(n_clusters=6, n_probes=6, seed=7))
     empty.train(x)
@@ -469,13 +369,23 @@ FILTERS = [
     (Filter.eq("colour", "red"), lambda md: bool(md) and md.get("colour") == "red"),
     (
         Filter.or_(Filter.eq("colour", "green"), Filter.lt("year", 2005)),
-        lambda md: bool(md) and (md.get("colour") == "green" or ("year" in md and md["year"] < 2005)),
+        lambda md: (
+            bool(md) and (md.get("colour") == "green" or ("year" in md and md["year"] < 2005))
+        ),
     ),
-    (Filter.not_(Filter.eq("colour", "blue")), lambda md: not (bool(md) and md.get("colour") == "blue")),
-    (Filter.is_in("year", [2001, 2003, 2019]), lambda md: bool(md) and md.get("year") in (2001, 2003, 2019)),
+    (
+        Filter.not_(Filter.eq("colour", "blue")),
+        lambda md: not (bool(md) and md.get("colour") == "blue"),
+    ),
+    (
+        Filter.is_in("year", [2001, 2003, 2019]),
+        lambda md: bool(md) and md.get("year") in (2001, 2003, 2019),
+    ),
     (
         Filter.and_(Filter.gte("year", 2010), Filter.neq("colour", "red")),
-        lambda md: bool(md) and "colour" in md and md.get("year", 0) >= 2010 and md["colour"] != "red",
+        lambda md: (
+            bool(md) and "colour" in md and md.get("year", 0) >= 2010 and md["colour"] != "red"
+        ),
     ),
 ]
 
@@ -488,7 +398,7 @@ FILTERS = [
     qi=st.integers(0, 7),
 )
 def test_b40_property_filtered_subset_of_candidates(coloured, fi, k, n_probes, qi):
-    idx, x, m, queries = coloured
+    idx, _x, m, queries = coloured
     f, pred = FILTERS[fi]
     q = queries[qi]
     idx.set_n_probes(n_probes)
@@ -509,7 +419,7 @@ def test_b40_property_filtered_subset_of_candidates(coloured, fi, k, n_probes, q
 
 
 def test_b40_selective_filter_returns_fewer_than_k(coloured):
-    idx, x, m, queries = coloured
+    idx, _x, m, queries = coloured
     target = next(i for i, e in m.entries.items() if e[2] and "uid" in e[2])
     hits = idx.search(queries[0], k=10, filter={"uid": target})
     assert [h.id for h in hits] == [target]

@@ -1,7 +1,12 @@
-"""Spec behaviours 18-21 (behaviour.md §5, "Insert and delete"): black-box tests."""
+"""Spec behaviours 18-21 (behaviour.md §5, "Insert and delete") and the property test 26
+(hits sorted by (distance, seq), bounded and unique, over random insert/delete
+histories): black-box tests."""
 
 import numpy as np
 import pytest
+from _oracle import METRICS, bits, f64_distances
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from iqdb_ivf_jax import (
     DimensionMismatchError,
@@ -12,10 +17,6 @@ from iqdb_ivf_jax import (
     IvfIndex,
     NotFoundError,
 )
-
-
-def bits(a) -> np.ndarray:
-    return np.asarray(a, np.float32).view(np.uint32)
 
 
 def data(n=100, d=2, seed=0):
@@ -35,7 +36,9 @@ def x100():
 
 
 def full_probe_index(x, n_clusters=4, ids=None, seed=5) -> IvfIndex:
-    idx = IvfIndex(x.shape[1], "euclidean", IvfConfig(n_clusters=n_clusters, n_probes=n_clusters, seed=seed))
+    idx = IvfIndex(
+        x.shape[1], "euclidean", IvfConfig(n_clusters=n_clusters, n_probes=n_clusters, seed=seed)
+    )
     idx.train(x)
     if ids is None:
         ids = list(range(len(x)))
@@ -245,3 +248,74 @@ def test_b21_many_deletes_then_reinserts_match_oracle():
     for q in (x[0], x[1], rng.uniform(-10, 10, 2).astype(np.float32)):
         got = [h.id for h in idx.search(q, k=30)]
         assert got == oracle_ids(X, live, S, q, 30)
+
+
+# -------------------------------------------------------------------------- 26
+
+
+def random_history(metric, seed, n=32, dim=5, nc=3, n_probes=1):
+    """Train, insert n, then random deletes and (re-)inserts, some of exact tie vectors.
+
+    Returns the index and the model ``id -> (vector, seq)``."""
+    rng = np.random.default_rng(seed)
+    grid = bool(rng.integers(2)) or metric == "hamming"
+
+    def draw(shape):
+        if grid:
+            return rng.choice(np.array([-1.0, -0.5, 0.0, 0.5, 1.0], np.float32), shape).astype(
+                np.float32
+            )
+        return rng.normal(0, 1, shape).astype(np.float32)
+
+    x = draw((n, dim))
+    idx = IvfIndex(
+        dim, metric, IvfConfig(n_clusters=nc, n_probes=n_probes, seed=int(rng.integers(2**63)))
+    )
+    idx.train(x)
+    idx.insert_batch(list(range(n)), x)
+    model = {i: (x[i], i) for i in range(n)}
+    next_seq, next_id = n, n
+    for _ in range(int(rng.integers(0, n // 2))):
+        live = list(model)
+        if live and rng.random() < 0.5:
+            victim = live[int(rng.integers(len(live)))]
+            idx.delete(victim)
+            del model[victim]
+            continue
+        v = (
+            model[live[int(rng.integers(len(live)))]][0].copy()
+            if live and rng.random() < 0.5
+            else draw((dim,))
+        )
+        new_id = int(rng.integers(0, next_id)) if rng.random() < 0.5 else next_id
+        if new_id in model:
+            new_id = next_id
+        next_id = max(next_id, new_id + 1)
+        idx.insert(new_id, v)
+        model[new_id] = (v, next_seq)
+        next_seq += 1
+    queries = np.concatenate([x[:2], draw((2, dim))])
+    return idx, model, queries
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(metric=st.sampled_from(METRICS), seed=st.integers(0, 2**32 - 1))
+def test_b26_property_hits_sorted_bounded_unique(metric, seed):
+    # One shape bucket (32 x 5-D, 3 lists, 1 probe, k = 29) keeps compilations few; k
+    # exceeds the live count in many histories, exercising len <= min(k, n).
+    k = 29
+    idx, model, queries = random_history(metric, seed)
+    assert len(idx) == len(model)
+    for q in queries:
+        hits = idx.search(q, k=k)
+        assert len(hits) <= min(k, len(model))
+        ids = [h.id for h in hits]
+        assert len(set(ids)) == len(ids)
+        for h in hits:
+            assert h.id in model
+            v, _ = model[h.id]
+            np.testing.assert_allclose(
+                h.distance, f64_distances(v[None], q, metric)[0], rtol=1e-4, atol=1e-3
+            )
+        keys = [(h.distance, model[h.id][1]) for h in hits]
+        assert keys == sorted(keys)

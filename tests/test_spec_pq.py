@@ -1,10 +1,12 @@
-"""Spec behaviours 44-47 (behaviour.md §5, "IVF-PQ") and the PQ side of filters (38).
+"""Spec behaviours 44-47 (behaviour.md §5, "IVF-PQ"), the PQ side of filters (38), and
+65 (the batch kernel equals vmap of the single-query kernel, Flat and PQ).
 
 All PQ indexes here share one shape bucket (512 x 8-D, M = 2, 4 lists) so the
 kernels compile few times.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -26,7 +28,13 @@ def clustered(seed: int, n: int = N) -> np.ndarray:
 
 def pq_config(seed=44, refine=4, **kw) -> IvfConfig:
     return IvfConfig(
-        n_clusters=NC, n_probes=NC, seed=seed, use_pq=True, pq_subvectors=M, pq_refine_factor=refine, **kw
+        n_clusters=NC,
+        n_probes=NC,
+        seed=seed,
+        use_pq=True,
+        pq_subvectors=M,
+        pq_refine_factor=refine,
+        **kw,
     )
 
 
@@ -176,7 +184,10 @@ def test_b46_refine_gives_flat_distances(metric, data):
         for h in hits:
             assert h.distance == exact[h.id], "refined distances equal Flat's exactly"
         np.testing.assert_allclose(
-            [h.distance for h in hits], f64_metric(x[[h.id for h in hits]], qi, metric), rtol=1e-4, atol=1e-3
+            [h.distance for h in hits],
+            f64_metric(x[[h.id for h in hits]], qi, metric),
+            rtol=1e-4,
+            atol=1e-3,
         )
     # a shortlist covering every candidate (N*k >= n) gives Flat's results exactly
     pq.set_pq_refine_factor(N)
@@ -186,7 +197,7 @@ def test_b46_refine_gives_flat_distances(metric, data):
 
 # -------------------------------------------------------------------------- 47
 def test_b47_runtime_refine_switch(pq_index, data):
-    x, q = data
+    _x, q = data
     idx = pq_index
     assert idx.pq_refine_factor == 4
     refined = idx.search_batch(q, k=10)
@@ -257,3 +268,52 @@ def test_b38_pq_filters_with_refine(data):
         d = f64_metric(x[keep], qi, "euclidean")
         want = [keep[i] for i in np.argsort(d, kind="stable")[:10]]
         assert [h.id for h in hits] == want
+
+
+# -------------------------------------------------------------------------- 65
+_search_batch = jax.jit(functional.search_batch, static_argnames=("k", "n_probes", "refine"))
+
+
+def _vmapped(k, n_probes, refine):
+    return jax.jit(
+        jax.vmap(
+            lambda s, q, m: functional.search(s, q, k=k, n_probes=n_probes, mask=m, refine=refine),
+            in_axes=(None, 0, None),
+        )
+    )
+
+
+@pytest.mark.parametrize("mode", ["flat", "pq"])
+def test_b65_batch_kernel_equals_vmap(mode):
+    x = clustered(65)
+    cfg = (
+        pq_config(seed=65, refine=4)
+        if mode == "pq"
+        else IvfConfig(n_clusters=NC, n_probes=NC, seed=65)
+    )
+    idx = IvfIndex(D, "euclidean", cfg)
+    idx.train(x)
+    idx.insert_batch(list(range(N)), x)
+    for i in range(0, N, 5):
+        idx.delete(i)
+    state = idx.state
+    q = jnp.asarray(np.concatenate([x[1:9], clustered(651, 8)]))
+    rng = np.random.default_rng(65)
+    mask_rand = jnp.asarray(rng.random(state.valid.shape) < 0.5)
+    full = jnp.ones(state.valid.shape, bool)
+    refines = (0, 4) if mode == "pq" else (0,)
+    for refine in refines:
+        for n_probes in (2,):
+            for mask in (full, mask_rand):
+                d1, s1 = _search_batch(state, q, k=10, n_probes=n_probes, mask=mask, refine=refine)
+                d2, s2 = _vmapped(10, n_probes, refine)(state, q, mask)
+                where = f"refine={refine}, n_probes={n_probes}"
+                np.testing.assert_array_equal(np.asarray(s1), np.asarray(s2), err_msg=where)
+                np.testing.assert_array_equal(bits(d1), bits(d2), err_msg=where)
+    # ...and the index reports the same neighbours as the kernel (no filter)
+    d, s = _search_batch(state, q, k=10, n_probes=2, mask=full, refine=refines[-1])
+    idx.set_n_probes(2)
+    Dx, Ix = idx.search_arrays(np.asarray(q), k=10)
+    ids = np.array(idx.ids_for_slots(np.asarray(s)), dtype=object).reshape(Ix.shape)
+    assert [[int(v) for v in row] for row in ids] == Ix.tolist()
+    np.testing.assert_allclose(np.asarray(d), Dx, rtol=1e-6, atol=1e-6)

@@ -1,4 +1,5 @@
-"""Spec behaviours 48-55 (behaviour.md §5, "Retrain" and "Probe tuning and stats")."""
+"""Spec behaviours 48-55 (behaviour.md §5, "Retrain" and "Probe tuning and stats"), and 28
+(ties come back in insertion order across lists, deletes and retrain)."""
 
 import math
 from fractions import Fraction
@@ -21,13 +22,20 @@ def bits(a) -> np.ndarray:
 
 def blobs(centres, sizes, jitter, seed) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    parts = [np.asarray(c, np.float32) + rng.uniform(-jitter, jitter, (s, len(c))) for c, s in zip(centres, sizes)]
+    parts = [
+        np.asarray(c, np.float32) + rng.uniform(-jitter, jitter, (s, len(c)))
+        for c, s in zip(centres, sizes)
+    ]
     x = np.concatenate(parts).astype(np.float32)
     return x[rng.permutation(len(x))]
 
 
 def build(x, n_clusters, n_probes=None, seed=48, metric="euclidean", ids=None) -> IvfIndex:
-    idx = IvfIndex(x.shape[1], metric, IvfConfig(n_clusters=n_clusters, n_probes=n_probes or n_clusters, seed=seed))
+    idx = IvfIndex(
+        x.shape[1],
+        metric,
+        IvfConfig(n_clusters=n_clusters, n_probes=n_probes or n_clusters, seed=seed),
+    )
     idx.train(x)
     idx.insert_batch(list(range(len(x))) if ids is None else ids, x)
     return idx
@@ -328,3 +336,62 @@ def test_b55_stats():
     assert idx.stats().n_vectors == 599
     assert idx.flush() is None
     assert len(idx) == 599
+
+
+# -------------------------------------------------------------------------- 28
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "dot_product", "cosine"])
+def test_b28_ties_in_insertion_order_across_lists(metric):
+    # Four lists (one per blob); the tie points lie in different lists.
+    rng = np.random.default_rng(28)
+    centres = np.array([[6, 0], [-6, 0], [0, 6], [0, -6]], np.float32)
+    train = np.concatenate([c + rng.normal(0, 0.3, (20, 2)) for c in centres]).astype(np.float32)
+    idx = IvfIndex(2, metric, IvfConfig(n_clusters=4, n_probes=4, seed=28))
+    idx.train(train)
+    if metric == "dot_product":
+        # the same dot with q = (1, 1): points on the line x + y = 2
+        q = np.array([1.0, 1.0], np.float32)
+        ties = np.array([[3, -1], [-1, 3], [1, 1], [2, 0], [0, 2]], np.float32)
+    elif metric == "cosine":
+        # orthogonal to q = (1, 0): cosine distance exactly 1.0, whatever the norm
+        q = np.array([1.0, 0.0], np.float32)
+        ties = np.array([[0, 1], [0, -1], [0, 2], [0, -4], [0, 0.5]], np.float32)
+    else:
+        q = np.array([0.0, 0.0], np.float32)
+        ties = np.array([[1, 0], [0, -1], [-1, 0], [0, 1], [0, 1]], np.float32)
+    order = [30, 10, 40, 20, 50]
+    filler = np.array([[-6, -6], [-6, 0.5], [-6, -0.5]], np.float32)  # far for every metric
+    idx.insert_batch([100, 101, 102], filler)
+    for i, v in zip(order, ties):
+        idx.insert(i, v)
+    hits = idx.search(q, k=5)
+    dist = {h.distance for h in hits}
+    assert len(dist) == 1, "setup: all five must tie exactly"
+    assert [h.id for h in hits] == order
+    # setup: the tie points are not all in one list
+    idx.set_n_probes(1)
+    lists = {frozenset(h.id for h in idx.search(v, k=len(idx))) for v in ties}
+    idx.set_n_probes(4)
+    assert len(lists) >= 2
+    # delete and re-insert: goes last
+    idx.delete(10)
+    idx.insert(10, ties[1])
+    assert [h.id for h in idx.search(q, k=5)] == [30, 40, 20, 50, 10]
+    # deleting others does not reorder
+    idx.delete(40)
+    assert [h.id for h in idx.search(q, k=5)][:4] == [30, 20, 50, 10]
+    # retrain keeps seqs
+    idx.retrain()
+    assert [h.id for h in idx.search(q, k=5)][:4] == [30, 20, 50, 10]
+
+
+def test_b28_hamming_ties():
+    idx = IvfIndex(4, "hamming", IvfConfig(n_clusters=2, n_probes=2, seed=28))
+    base = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1], [1, 0, 1, 0]], np.float32)
+    idx.train(base)
+    # all at Hamming distance 1 from 0000, in varying lists
+    ties = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+    ids = ["d", "b", "a", "c"]
+    idx.insert_batch(ids, ties)
+    hits = idx.search(np.zeros(4, np.float32), k=4)
+    assert [h.id for h in hits] == ids
+    assert all(h.distance == 1.0 for h in hits)

@@ -1,5 +1,7 @@
-"""Spec behaviours 22-30 (behaviour.md §5, "Search") and the index side of the
-filter behaviours 36, 37, 39 and 40: black-box tests.
+"""Spec behaviours 22-30 (behaviour.md §5, "Search"): black-box tests. The 2000 x 16-D
+case of 24 is in test_spec_recall.py; the property test 26 (random insert/delete
+histories) is in test_spec_insert_delete.py, and 28 (tie order across lists,
+deletes and retrain) in test_spec_retrain_stats.py.
 
 Oracle: brute force over the library's exact float32 kernel
 (``iqdb_ivf_jax._metrics.pairwise``), ranked by ``(distance, seq)`` with NaN
@@ -9,10 +11,9 @@ is cross-checked against float64 NumPy with tolerances (§3.1).
 
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from _oracle import METRICS, Model, assert_full_probe_matches, bits, build, oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from iqdb_ivf_jax import (
     Filter,
     Hit,
     InvalidConfigError,
-    InvalidFilterError,
     InvalidMetricError,
     InvalidVectorError,
     IvfConfig,
@@ -29,124 +29,6 @@ from iqdb_ivf_jax import (
     Metric,
     SearchParams,
 )
-from iqdb_ivf_jax._metrics import pairwise
-
-METRICS = ["euclidean", "cosine", "dot_product", "manhattan", "hamming"]
-COSINE_EPS = 1.1754944e-38
-RTOL, ATOL = 1e-4, 1e-3
-
-
-# ------------------------------------------------------------------ oracle
-def bits(a) -> np.ndarray:
-    return np.asarray(a, np.float32).view(np.uint32)
-
-
-def f64_distances(X, q, metric: str) -> np.ndarray:
-    X32 = np.asarray(X, np.float32).reshape(-1, np.asarray(q).shape[-1])
-    q32 = np.asarray(q, np.float32)
-    if metric == "hamming":
-        return (X32.view(np.uint32) != q32.view(np.uint32)[None, :]).sum(1).astype(np.float64)
-    X64, q64 = X32.astype(np.float64), q32.astype(np.float64)
-    if metric == "euclidean":
-        return np.sqrt(((X64 - q64) ** 2).sum(1))
-    if metric == "manhattan":
-        return np.abs(X64 - q64).sum(1)
-    if metric == "dot_product":
-        return -(X64 @ q64)
-    if metric == "cosine":
-        denom = np.linalg.norm(X64, axis=1) * np.linalg.norm(q64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = np.clip(1.0 - (X64 @ q64) / denom, 0.0, 2.0)
-        return np.where(denom <= COSINE_EPS, 1.0, d)
-    raise AssertionError(metric)
-
-
-_pairwise = jax.jit(pairwise, static_argnums=2)
-
-
-def exact_f32(X, q, metric: str) -> np.ndarray:
-    """The library's exact float32 kernel, rows padded to a power of two (one compile per bucket)."""
-    X = np.asarray(X, np.float32).reshape(-1, np.asarray(q).shape[-1])
-    n = X.shape[0]
-    if n == 0:
-        return np.zeros(0, np.float32)
-    Xp = np.zeros((max(16, 1 << (n - 1).bit_length()), X.shape[1]), np.float32)
-    Xp[:n] = X
-    out = _pairwise(jnp.asarray(np.asarray(q, np.float32)[None, :]), jnp.asarray(Xp), Metric(metric))
-    return np.asarray(out)[0, :n]
-
-
-def rank(d: np.ndarray, seqs) -> np.ndarray:
-    """Order by (distance, seq), NaN last."""
-    d = np.asarray(d, np.float64)
-    nan = np.isnan(d)
-    return np.lexsort((np.asarray(seqs), np.where(nan, np.inf, d), nan))
-
-
-class Model:
-    """What the index should hold: id -> (vector, seq, metadata), with seqs."""
-
-    def __init__(self):
-        self.entries: dict = {}
-        self.next_seq = 0
-
-    def insert(self, id_, v, meta=None):
-        self.entries[id_] = (np.asarray(v, np.float32), self.next_seq, meta)
-        self.next_seq += 1
-
-    def delete(self, id_):
-        del self.entries[id_]
-
-    def arrays(self, pred=None):
-        items = [(i, e) for i, e in self.entries.items() if pred is None or pred(e[2])]
-        ids = [i for i, _ in items]
-        X = np.stack([e[0] for _, e in items]) if items else None
-        seqs = np.array([e[1] for _, e in items], np.int64)
-        return ids, X, seqs
-
-
-def oracle(model: Model, q, metric: str, k: int, pred=None):
-    """(ids, f32 distances, f64 distances) of the exact top-k."""
-    ids, X, seqs = model.arrays(pred)
-    if not ids or k == 0:
-        return [], np.zeros(0, np.float32), np.zeros(0)
-    d32 = exact_f32(X, q, metric)
-    order = rank(d32, seqs)[:k]
-    d64 = f64_distances(X, q, metric)
-    return [ids[i] for i in order], d32[order], d64[order]
-
-
-def assert_full_probe_matches(hits, model: Model, q, metric: str, k: int, pred=None):
-    want_ids, want_d32, _ = oracle(model, q, metric, k, pred)
-    got_ids = [h.id for h in hits]
-    assert got_ids == want_ids
-    got_d = np.array([h.distance for h in hits], np.float32)
-    # Bit equality with the exact kernel is checked separately (test_b24_distance_bits_*);
-    # here allow a few ulps so one rounding difference does not hide other failures.
-    np.testing.assert_allclose(got_d, want_d32, rtol=1e-6, atol=1e-6)
-    # float64 cross-check (tolerant): each hit's distance, and the k-th smallest values.
-    ids, X, seqs = model.arrays(pred)
-    if not ids or k == 0:
-        return
-    d64 = f64_distances(X, q, metric)
-    pos = {i: j for j, i in enumerate(ids)}
-    np.testing.assert_allclose(got_d, d64[[pos[i] for i in got_ids]], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(got_d, np.sort(d64)[: len(got_ids)], rtol=RTOL, atol=ATOL)
-
-
-def build(metric, X, n_clusters, *, n_probes=None, seed=7, ids=None, metas=None, model=None):
-    idx = IvfIndex(
-        X.shape[1],
-        metric,
-        IvfConfig(n_clusters=n_clusters, n_probes=n_probes or n_clusters, seed=seed),
-    )
-    idx.train(X)
-    ids = list(range(len(X))) if ids is None else ids
-    idx.insert_batch(ids, X, metas)
-    if model is not None:
-        for j, i in enumerate(ids):
-            model.insert(i, X[j], None if metas is None else metas[j])
-    return idx
 
 
 def blob_data(n_per=50, centres=((0, 0), (8, 1), (-3, 7), (5, -6)), jitter=1.5, seed=0, d=2):
@@ -325,29 +207,6 @@ def test_b24_distance_bits_equal_exact_kernel(metric, small_by_metric):
         np.testing.assert_array_equal(bits(drow), bits(want_d32))
 
 
-@pytest.fixture(scope="module")
-def big_data():
-    rng = np.random.default_rng(2024)
-    centres = rng.uniform(-10, 10, (16, 16))
-    lab = rng.integers(0, 16, 2000)
-    x = (centres[lab] + rng.uniform(-0.3, 0.3, (2000, 16))).astype(np.float32)
-    qlab = rng.integers(0, 16, 12)
-    q = (centres[qlab] + rng.uniform(-0.3, 0.3, (12, 16))).astype(np.float32)
-    return x, np.concatenate([q, x[[5, 500, 1999]], rng.normal(0, 5, (1, 16)).astype(np.float32)])
-
-
-@pytest.mark.parametrize("metric", ["euclidean"])
-def test_b24_full_probe_equals_brute_force_2000x16(metric, big_data):
-    x, queries = big_data
-    x = for_metric(x, metric)
-    queries = for_metric(queries, metric)
-    m = Model()
-    idx = build(metric, x, 32, model=m)
-    hits = idx.search_batch(queries, k=10)
-    for q, h in zip(queries, hits):
-        assert_full_probe_matches(h, m, q, metric, 10)
-
-
 # ------------------------------------------------------------- 25/26 (hypothesis)
 # Shapes come from a few fixed buckets so that the kernels compile a few times only.
 BUCKET_SHAPES = ((16, 2, 1), (32, 5, 3), (48, 8, 7))  # (n, dim, n_clusters)
@@ -356,7 +215,9 @@ BUCKET_K = (0, 1, 29)  # k = 10 is b24's
 
 def _grid_or_normal(rng, shape, grid: bool):
     if grid:
-        return rng.choice(np.array([-1.0, -0.5, 0.0, 0.5, 1.0], np.float32), shape).astype(np.float32)
+        return rng.choice(np.array([-1.0, -0.5, 0.0, 0.5, 1.0], np.float32), shape).astype(
+            np.float32
+        )
     return rng.normal(0, 1, shape).astype(np.float32)
 
 
@@ -409,31 +270,6 @@ def test_b25_property_full_probe_equals_oracle(shape, k, seed):
         assert_full_probe_matches(idx.search(q, k=k), m, q, metric, k)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    metric=st.sampled_from(METRICS),
-    k=st.just(29),  # above n after deletes in many histories: exercises len <= min(k, n)
-    n_probes=st.just(1),  # partial probe; full probes are b24 (every metric) and b25
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_b26_property_hits_sorted_bounded_unique(metric, k, n_probes, seed):
-    n, dim, nc = BUCKET_SHAPES[1]
-    idx, m, queries = _random_history(metric, n, dim, nc, seed, n_probes=n_probes)
-    assert idx.n_probes == n_probes
-    for q in queries:
-        hits = idx.search(q, k=k)
-        assert len(hits) <= min(k, len(m.entries))
-        ids = [h.id for h in hits]
-        assert len(set(ids)) == len(ids)
-        for h in hits:
-            assert h.id in m.entries
-            v, seq, _ = m.entries[h.id]
-            # the reported distance is the exact one for that id (bits: test_b24_distance_bits_*)
-            np.testing.assert_allclose(h.distance, exact_f32(v[None], q, metric)[0], rtol=1e-6, atol=1e-6)
-        keys = [(h.distance, m.entries[h.id][1]) for h in hits]
-        assert keys == sorted(keys)
-
-
 # -------------------------------------------------------------------------- 27
 def test_b27_dot_product():
     pts = np.array(
@@ -451,65 +287,6 @@ def test_b27_dot_product():
     assert d[-1] == pytest.approx(4.0)
     D, _ = idx.search_arrays([[1.0, 1.0]], k=8)
     assert (D[0, 1:] >= D[0, :-1]).all()
-
-
-# -------------------------------------------------------------------------- 28
-@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "dot_product", "cosine"])
-def test_b28_ties_in_insertion_order_across_lists(metric):
-    # Four lists (one per blob); the tie points lie in different lists.
-    rng = np.random.default_rng(28)
-    centres = np.array([[6, 0], [-6, 0], [0, 6], [0, -6]], np.float32)
-    train = np.concatenate([c + rng.normal(0, 0.3, (20, 2)) for c in centres]).astype(np.float32)
-    idx = IvfIndex(2, metric, IvfConfig(n_clusters=4, n_probes=4, seed=28))
-    idx.train(train)
-    if metric == "dot_product":
-        # the same dot with q = (1, 1): points on the line x + y = 2
-        q = np.array([1.0, 1.0], np.float32)
-        ties = np.array([[3, -1], [-1, 3], [1, 1], [2, 0], [0, 2]], np.float32)
-    elif metric == "cosine":
-        # orthogonal to q = (1, 0): cosine distance exactly 1.0, whatever the norm
-        q = np.array([1.0, 0.0], np.float32)
-        ties = np.array([[0, 1], [0, -1], [0, 2], [0, -4], [0, 0.5]], np.float32)
-    else:
-        q = np.array([0.0, 0.0], np.float32)
-        ties = np.array([[1, 0], [0, -1], [-1, 0], [0, 1], [0, 1]], np.float32)
-    order = [30, 10, 40, 20, 50]
-    filler = np.array([[-6, -6], [-6, 0.5], [-6, -0.5]], np.float32)  # far for every metric
-    idx.insert_batch([100, 101, 102], filler)
-    for i, v in zip(order, ties):
-        idx.insert(i, v)
-    hits = idx.search(q, k=5)
-    dist = {h.distance for h in hits}
-    assert len(dist) == 1, "setup: all five must tie exactly"
-    assert [h.id for h in hits] == order
-    # setup: the tie points are not all in one list
-    idx.set_n_probes(1)
-    lists = {frozenset(h.id for h in idx.search(v, k=len(idx))) for v in ties}
-    idx.set_n_probes(4)
-    assert len(lists) >= 2
-    # delete and re-insert: goes last
-    idx.delete(10)
-    idx.insert(10, ties[1])
-    assert [h.id for h in idx.search(q, k=5)] == [30, 40, 20, 50, 10]
-    # deleting others does not reorder
-    idx.delete(40)
-    assert [h.id for h in idx.search(q, k=5)][:4] == [30, 20, 50, 10]
-    # retrain keeps seqs
-    idx.retrain()
-    assert [h.id for h in idx.search(q, k=5)][:4] == [30, 20, 50, 10]
-
-
-def test_b28_hamming_ties():
-    idx = IvfIndex(4, "hamming", IvfConfig(n_clusters=2, n_probes=2, seed=28))
-    base = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1], [1, 0, 1, 0]], np.float32)
-    idx.train(base)
-    # all at Hamming distance 1 from 0000, in varying lists
-    ties = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
-    ids = ["d", "b", "a", "c"]
-    idx.insert_batch(ids, ties)
-    hits = idx.search(np.zeros(4, np.float32), k=4)
-    assert [h.id for h in hits] == ids
-    assert all(h.distance == 1.0 for h in hits)
 
 
 # -------------------------------------------------------------------------- 29
@@ -584,7 +361,11 @@ def test_b30_three_search_forms_agree(small):
 
 def test_b30_object_ids_padding():
     x = blob_data(3, seed=30)
-    for ids in (["a", "b", "c"] + list(range(9)), [2**63] + list(range(11)), [b"z"] + list(range(11))):
+    for ids in (
+        ["a", "b", "c"] + list(range(9)),
+        [2**63] + list(range(11)),
+        [b"z"] + list(range(11)),
+    ):
         idx = build("euclidean", x, 2, ids=ids)
         D, I = idx.search_arrays(x[:2], k=15)
         assert I.dtype == object

@@ -1,4 +1,12 @@
-"""Spec behaviours 11-17 (behaviour.md §5, "Training"): black-box tests."""
+"""Spec behaviours 11-17 (behaviour.md §5, "Training") and 61 (§4f determinism across
+processes and PRNG implementations): black-box tests."""
+
+import hashlib
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,7 +153,9 @@ def test_b14_two_tight_blobs(metric):
 # -------------------------------------------------------------------------- 15
 def _build(seed, x, n_clusters=8, tss=65536):
     idx = IvfIndex(
-        x.shape[1], "euclidean", IvfConfig(n_clusters=n_clusters, n_probes=3, seed=seed, training_sample_size=tss)
+        x.shape[1],
+        "euclidean",
+        IvfConfig(n_clusters=n_clusters, n_probes=3, seed=seed, training_sample_size=tss),
     )
     idx.train(x)
     idx.insert_batch(list(range(len(x))), x)
@@ -162,7 +172,7 @@ def test_b15_same_seed_same_index():
     assert sa.n_vectors == sb.n_vectors == 200
     assert sa.extra["kmeans_iterations"] == sb.extra["kmeans_iterations"]
     ia, ib = sa.extra["kmeans_inertia"], sb.extra["kmeans_inertia"]
-    assert ia == ib or (ia != ia and ib != ib)
+    assert ia == ib or (math.isnan(ia) and math.isnan(ib))
     Da, Ia = a.search_arrays(q, k=10)
     Db, Ib = b.search_arrays(q, k=10)
     np.testing.assert_array_equal(Ia, Ib)
@@ -224,3 +234,65 @@ def test_b17_at_most_25_iterations():
     it = idx.stats().extra["kmeans_iterations"]
     assert isinstance(it, int)
     assert 1 <= it <= 25
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -------------------------------------------------------------------------- 61
+def b61_digest() -> str:
+    """sha256 over centroids, codebooks and search results of a Flat and a PQ build."""
+    rng = np.random.default_rng(61)
+    x = rng.normal(0, 2, (400, 8)).astype(np.float32)
+    q = rng.normal(0, 2, (6, 8)).astype(np.float32)
+    h = hashlib.sha256()
+    for cfg in (
+        IvfConfig(n_clusters=4, n_probes=2, seed=2**63 + 61),
+        IvfConfig(
+            n_clusters=4, n_probes=4, seed=61, use_pq=True, pq_subvectors=2, pq_refine_factor=0
+        ),
+    ):
+        idx = IvfIndex(8, "euclidean", cfg)
+        idx.train(x)
+        idx.insert_batch(list(range(400)), x)
+        D, I = idx.search_arrays(q, k=10)
+        for a in (idx.state.centroids, idx.state.codebooks, D, I):
+            h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    return h.hexdigest()
+
+
+# Run in a fresh interpreter (the conftest's strict settings, then this module's digest).
+CHILD = """
+import sys
+import jax
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+sys.path.insert(0, sys.argv[1])
+import test_spec_train
+print(test_spec_train.b61_digest())
+"""
+
+
+def _run_digest(env_extra: dict) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(env_extra)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(Path(__file__).resolve().parent)],
+        cwd=str(REPO),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_b61_bit_identical_rebuilds_across_processes_and_prng_impls():
+    # one other process, with another default PRNG impl: both must be irrelevant
+    procs = {"rbg-process": _run_digest({"JAX_DEFAULT_PRNG_IMPL": "rbg"})}
+    here = b61_digest()
+    assert b61_digest() == here, "two builds in one process differ"
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        assert out.strip().splitlines()[-1] == here, f"{name} process differs"

@@ -1,7 +1,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,8 +9,11 @@ from iqdb_ivf_jax._topk import SEQ_LIMIT, smallest_k
 
 def oracle(dist, seq, valid, k):
     """Sort valid candidates by (is_nan, distance, seq) in Python."""
-    items = [(bool(np.isnan(d)), 0.0 if np.isnan(d) else float(d), int(s), i)
-             for i, (d, s, v) in enumerate(zip(dist, seq, valid)) if v]
+    items = [
+        (bool(np.isnan(d)), 0.0 if np.isnan(d) else float(d), int(s), i)
+        for i, (d, s, v) in enumerate(zip(dist, seq, valid))
+        if v
+    ]
     items.sort()
     pos = [i for *_, i in items[:k]]
     return pos + [-1] * (k - len(pos))
@@ -47,9 +49,13 @@ def test_ties_go_to_smaller_seq_not_position():
 
 
 def test_k_zero_and_pad():
-    d, i = smallest_k(jnp.ones(4, jnp.float32), jnp.arange(4, dtype=jnp.int32), jnp.ones(4, bool), 0)
+    d, i = smallest_k(
+        jnp.ones(4, jnp.float32), jnp.arange(4, dtype=jnp.int32), jnp.ones(4, bool), 0
+    )
     assert d.shape == (0,) and i.shape == (0,)
-    d, i = smallest_k(jnp.ones(2, jnp.float32), jnp.arange(2, dtype=jnp.int32), jnp.array([True, False]), 4)
+    d, i = smallest_k(
+        jnp.ones(2, jnp.float32), jnp.arange(2, dtype=jnp.int32), jnp.array([True, False]), 4
+    )
     assert list(np.asarray(i)) == [0, -1, -1, -1]
 
 
