@@ -1,25 +1,40 @@
 """List-major batch search: score each probed list against all its queries as one
-dense matrix product.
+dense matrix product, then take each query's best candidates with ONE top-k over
+everything it scanned.
 
 The query-major path re-reads every probed list once per query (memory bound).
 For a large batch many queries probe the same list, so here the (query, list)
-pairs are grouped by list and each list is scored against a *tile* of up to
-``Qt`` of its queries with one GEMM, keeping ``k + margin`` candidates per pair.
+pairs are grouped by list and each list is scored against a *tile* of its
+queries with one GEMM.
+
+Measured on XLA CPU (jax 0.10.2, 2 cores), which shaped this design:
+
+* ``lax.top_k`` costs ~18 ns per element on rows of ~256 but ~4 ns on rows of
+  ~16k, so keeping a top-k per (query, list) pair made selection cost 3x the
+  GEMM. Instead every pair writes its scores into its query's row of a score
+  buffer ``[nq, L]`` (one windowed scatter per size class), and one ``top_k``
+  per query selects the shortlist.
+* A GEMM of 32 queries x 256 rows runs at ~40 GFLOP/s, 128 x 256 at ~125:
+  the query tile adapts to how many queries each class of lists has.
+* Gathering a list's blocks costs little next to the GEMM; reading them in place
+  was not faster.
 
 Shapes are bounded and bucketed: lists fall into size classes (their block count
 rounded up by :func:`scan_bucket`, at most +25%), each class runs as one jitted
-``lax.map`` over its (list, query-tile) units, and the unit count is padded to a
-power of two. A final kernel merges the candidates of each query, re-scores the
-best ``k + margin`` exactly (the same elementwise kernel as the query-major path,
-so reported distances are bit-identical to it) and keeps the top ``k`` by
-``(distance, seq)``.
+``lax.map`` over its (list, query-tile) units, the unit count and the buffer
+width are bucketed the same way. The merge re-scores the best ``k + margin``
+with the exact kernel (the query-major path's, so reported distances are
+bit-identical to it) and keeps the top ``k`` by ``(distance, seq)``.
 
-GEMM distances (expanded ``|q|^2 - 2 q.x + |x|^2``) differ from the exact ones
-by rounding only; the ``margin`` extra candidates absorb that, so both paths
-return the same hits except for candidates within float32 rounding of the k-th
-distance. Used for EUCLIDEAN, COSINE and DOT_PRODUCT in IVF-Flat.
+GEMM scores (expanded ``|x|^2 - 2 q.x``) differ from exact distances by
+rounding only; the ``margin`` extra candidates absorb that. A query whose
+shortlist boundary falls inside a run of equal scores (many duplicate vectors)
+is flagged *ambiguous*: the selection there was by position, not insertion
+order, so the caller re-runs it on the query-major path. Used for EUCLIDEAN,
+COSINE and DOT_PRODUCT in IVF-Flat.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -35,9 +50,22 @@ from ._topk import smallest_k
 
 GEMM_METRICS = (Metric.EUCLIDEAN, Metric.COSINE, Metric.DOT_PRODUCT)
 _HIGHEST = lax.Precision.HIGHEST
+_F32_MAX = float(np.finfo(np.float32).max)
+MIN_TILE, MAX_TILE = 8, 128  # queries per GEMM unit
+_WIDTH_QUANTUM = 256  # score-buffer columns are bucketed in multiples of this
+_SCATTER = lax.ScatterDimensionNumbers(
+    update_window_dims=(1,), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0, 1)
+)
 
 
-@functools.partial(jax.jit, static_argnames=("n_blocks", "kp"), donate_argnames=("buf_d", "buf_s"))
+def _rank_key(metric: Metric, qx: jax.Array, q_norm: jax.Array, x_norm: jax.Array) -> jax.Array:
+    """A per-query monotone stand-in for the distance (EUCLIDEAN drops ``|q|^2`` and the root)."""
+    if metric is Metric.EUCLIDEAN:
+        return x_norm * x_norm - 2.0 * qx
+    return distances_from_dot(metric, qx, q_norm, x_norm)
+
+
+@functools.partial(jax.jit, static_argnames=("n_blocks",), donate_argnames=("buf",))
 def scan_class(
     state: IvfState,
     queries: jax.Array,
@@ -45,102 +73,112 @@ def scan_class(
     mask: jax.Array,
     unit_list: jax.Array,
     unit_q: jax.Array,
-    unit_dest: jax.Array,
-    buf_d: jax.Array,
-    buf_s: jax.Array,
+    unit_off: jax.Array,
+    buf: jax.Array,
     *,
     n_blocks: int,
-    kp: int,
-) -> tuple[jax.Array, jax.Array]:
-    """Score units of one size class.
+) -> jax.Array:
+    """Score the units of one size class into the score buffer.
 
     Args:
         state: index state.
-        queries: ``f32[nq_pad, d]`` all queries of the batch.
+        queries: ``f32[nq_pad, d]`` all queries of the chunk.
         q_norms: ``f32[nq_pad]`` their norms.
         mask: ``bool[n_blocks_total, B]`` allowed rows.
         unit_list: ``i32[U]`` list of each unit.
-        unit_q: ``i32[U, Qt]`` query rows of each unit (``-1`` = padding).
-        unit_dest: ``i32[U, Qt]`` pair row ``query * P + probe`` in the buffers
-            (out of range = dropped).
-        buf_d, buf_s: ``[nq_pad * P, kp]`` candidate buffers (donated).
+        unit_q: ``i32[U, Qt]`` query rows of each unit (out of range = padding,
+            dropped).
+        unit_off: ``i32[U, Qt]`` column in the query's buffer row where this
+            list's ``n_blocks * B`` scores start.
+        buf: ``f32[nq_pad, L]`` score buffer (donated); ``+inf`` = no candidate.
         n_blocks: static block count of this class (>= every unit's list).
-        kp: static candidates kept per (query, list) pair.
 
     Returns:
-        The buffers with this class's ``kp`` approximate candidates per pair.
+        The buffer with this class's scores written: finite (clamped to the
+        float32 range) for allowed rows, ``+inf`` for padding and masked rows.
     """
     B = state.block_size
+    nq = queries.shape[0]
 
     def unit(args):
         lst, qrows = args
-        blk = state.list_blocks[lst, :n_blocks] if n_blocks <= state.table_width else jnp.pad(
-            state.list_blocks[lst], (0, n_blocks - state.table_width), constant_values=-1
-        )
+        if n_blocks <= state.table_width:
+            blk = state.list_blocks[lst, :n_blocks]
+        else:
+            blk = jnp.pad(state.list_blocks[lst], (0, n_blocks - state.table_width), constant_values=-1)
         safe = jnp.maximum(blk, 0)
         x = state.vectors[safe].reshape(n_blocks * B, -1)
         xn = state.norms[safe].reshape(-1)
         ok = ((blk >= 0)[:, None] & state.valid[safe] & mask[safe]).reshape(-1)
-        seq = state.seqs[safe].reshape(-1)
-        slot = (safe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
-        qv = queries[jnp.maximum(qrows, 0)]
-        qx = lax.dot_general(qv, x, (((1,), (1,)), ((), ())), precision=_HIGHEST)
-        dist = distances_from_dot(state.metric, qx, q_norms[jnp.maximum(qrows, 0)][:, None], xn[None, :])
-        d, pos = jax.vmap(lambda row: smallest_k(row, seq, ok, kp))(dist)
-        return d, jnp.where(pos >= 0, slot[jnp.maximum(pos, 0)], -1)
+        qi = jnp.clip(qrows, 0, nq - 1)
+        qx = lax.dot_general(queries[qi], x, (((1,), (1,)), ((), ())), precision=_HIGHEST)
+        key = _rank_key(state.metric, qx, q_norms[qi][:, None], xn[None, :])
+        key = jnp.where(jnp.isnan(key), _F32_MAX, jnp.minimum(key, _F32_MAX))
+        return jnp.where(ok[None, :], key, jnp.inf)
 
-    d, sl = lax.map(unit, (unit_list, unit_q))
-    dest = unit_dest.reshape(-1)
-    return (
-        buf_d.at[dest].set(d.reshape(-1, kp), mode="drop"),
-        buf_s.at[dest].set(sl.reshape(-1, kp), mode="drop"),
+    scores = lax.map(unit, (unit_list, unit_q))
+    idx = jnp.stack([unit_q.reshape(-1), unit_off.reshape(-1)], axis=-1)
+    return lax.scatter(
+        buf,
+        idx,
+        scores.reshape(-1, n_blocks * B),
+        _SCATTER,
+        indices_are_sorted=False,
+        unique_indices=True,
+        mode=lax.GatherScatterMode.FILL_OR_DROP,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("rows", "kp"))
-def empty_buffers(*, rows: int, kp: int) -> tuple[jax.Array, jax.Array]:
-    """Candidate buffers ``(f32[rows, kp] = +inf, i32[rows, kp] = -1)``."""
-    return jnp.full((rows, kp), jnp.inf, jnp.float32), jnp.full((rows, kp), -1, jnp.int32)
+@functools.partial(jax.jit, static_argnames=("rows", "width"))
+def empty_buffer(*, rows: int, width: int) -> jax.Array:
+    """Score buffer ``f32[rows, width]`` of ``+inf``."""
+    return jnp.full((rows, width), jnp.inf, jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "kp", "n_pairs_per_query"))
+@functools.partial(jax.jit, static_argnames=("k", "kk"))
 def merge_rescore(
     state: IvfState,
     queries: jax.Array,
-    buf_d: jax.Array,
-    buf_s: jax.Array,
+    buf: jax.Array,
+    probes: jax.Array,
+    starts: jax.Array,
     *,
     k: int,
-    kp: int,
-    n_pairs_per_query: int,
-) -> tuple[jax.Array, jax.Array]:
-    """Gather candidates per query, keep ``kp`` by approximate distance, re-score
-    them exactly, return the top ``k`` by ``(distance, seq)``.
+    kk: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Select each query's best ``kk`` scores, re-score them exactly, keep ``k``.
 
     Args:
-        buf_d, buf_s: ``[nq * P, kp]`` candidates of each (query, probe) pair.
+        buf: ``f32[nq, L]`` scores (see :func:`scan_class`).
+        probes: ``i32[nq, P]`` probed lists.
+        starts: ``i32[nq, P]`` buffer column where each probe's scores start
+            (non-decreasing along a row).
 
     Returns:
-        ``(f32[nq, k], i32[nq, k])``, padded ``(+inf, -1)``.
+        ``(f32[nq, k], slots i32[nq, k], ambiguous bool[nq])``, padded
+        ``(+inf, -1)``. ``ambiguous`` marks rows whose ``kk``-th score equals
+        their ``k``-th (a run of equal scores crosses the shortlist boundary).
     """
-    nq = queries.shape[0]
-    P = n_pairs_per_query
-    buf_d = buf_d.reshape(nq, P * kp)
-    buf_s = buf_s.reshape(nq, P * kp)
     B = state.block_size
+    neg, pos = lax.optimization_barrier(lax.top_k(-buf, kk))
+    key = -neg
+    ambiguous = (key[:, kk - 1] < jnp.inf) & (key[:, kk - 1] <= key[:, k - 1])
 
-    def one(q, drow, srow):
-        safe = jnp.maximum(srow, 0)
-        seq = state.seqs[safe // B, safe % B]
-        _, pos = smallest_k(drow, seq, srow >= 0, kp)
-        short = jnp.where(pos >= 0, srow[jnp.maximum(pos, 0)], -1)
-        s2 = jnp.maximum(short, 0)
-        b, r = s2 // B, s2 % B
-        exact = distances(q, state.vectors[b, r], state.norms[b, r], state.metric)
-        d, p2 = smallest_k(exact, state.seqs[b, r], short >= 0, k)
-        return d, jnp.where(p2 >= 0, short[jnp.maximum(p2, 0)], -1)
+    def one(q, key_row, pos_row, probe_row, start_row):
+        pair = jnp.searchsorted(start_row, pos_row, side="right").astype(jnp.int32) - 1
+        r = pos_row - start_row[pair]
+        lst = probe_row[pair]
+        col = jnp.minimum(r // B, state.table_width - 1)
+        blk = state.list_blocks[lst, col]
+        ok = (key_row < jnp.inf) & (blk >= 0)
+        slot = jnp.where(ok, blk * B + r % B, -1)
+        b, rr = jnp.maximum(blk, 0), r % B
+        exact = distances(q, state.vectors[b, rr], state.norms[b, rr], state.metric)
+        d, p2 = smallest_k(exact, state.seqs[b, rr], ok, k)
+        return d, jnp.where(p2 >= 0, slot[jnp.maximum(p2, 0)], -1)
 
-    return jax.vmap(one)(queries, buf_d, buf_s)
+    d, s = jax.vmap(one)(queries, key, pos, probes, starts)
+    return d, s, ambiguous
 
 
 @jax.jit
@@ -148,40 +186,73 @@ def _norms(queries: jax.Array) -> jax.Array:
     return row_norms(queries)
 
 
-def plan_units(probes: np.ndarray, layout: BlockLayout, tile: int):
-    """Group ``(query, probe)`` pairs by list into units of up to ``tile`` queries.
+@dataclasses.dataclass
+class ClassUnits:
+    """The units of one size class: ``unit_q``/``unit_off`` are ``-1`` padded."""
+
+    n_blocks: int
+    unit_list: np.ndarray  # i32[U]
+    unit_q: np.ndarray  # i32[U, tile]
+    unit_off: np.ndarray  # i32[U, tile]
+
+
+def pair_columns(probes: np.ndarray, layout: BlockLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Score-buffer columns of each (query, probe) pair.
 
     Returns:
-        A list of ``(n_blocks, unit_list i32[U], unit_q i32[U, tile], unit_dest i32[U, tile])``
-        per size class; ``unit_dest`` is ``query * P + probe`` or ``-1``.
+        ``(starts i32[nq, P], widths i64[nq])``: a probe's scores take
+        ``scan_bucket(blocks) * B`` columns from its start (0 for an empty list).
+    """
+    nb = layout.list_nblocks.astype(np.int64)
+    cls = np.array([scan_bucket(int(b)) if b > 0 else 0 for b in nb], np.int64)
+    rows = cls[probes] * layout.block_size
+    ends = np.cumsum(rows, axis=1)
+    return (ends - rows).astype(np.int32), ends[:, -1] if ends.size else np.zeros(0, np.int64)
+
+
+def plan_units(probes: np.ndarray, starts: np.ndarray, layout: BlockLayout) -> list[ClassUnits]:
+    """Group ``(query, probe)`` pairs by list into GEMM units, one entry per size class.
+
+    A class's query tile is the power of two at least its lists' mean query
+    count, clamped to ``[MIN_TILE, MAX_TILE]``; a list with more queries than
+    the tile gets several units.
     """
     nq, P = probes.shape
     lst = probes.reshape(-1).astype(np.int64)
-    dest = np.arange(nq * P, dtype=np.int64)
+    qrow = np.repeat(np.arange(nq, dtype=np.int64), P)
+    off = starts.reshape(-1).astype(np.int64)
     nb = layout.list_nblocks.astype(np.int64)
     keep = nb[lst] > 0
-    lst, dest = lst[keep], dest[keep]
-    order = np.argsort(lst, kind="stable")
-    lst, dest = lst[order], dest[order]
+    lst, qrow, off = lst[keep], qrow[keep], off[keep]
     if lst.size == 0:
         return []
-    starts = np.searchsorted(lst, lst, side="left")
-    rank = np.arange(lst.size) - starts
-    new_unit = rank % tile == 0
-    unit_id = np.cumsum(new_unit) - 1
-    col = rank % tile
-    n_units = int(unit_id[-1]) + 1
-    u_list = lst[new_unit]
-    u_q = np.full((n_units, tile), -1, np.int32)
-    u_dest = np.full((n_units, tile), -1, np.int64)
-    u_q[unit_id, col] = dest // P
-    u_dest[unit_id, col] = dest
-    classes = np.array([scan_bucket(int(b)) for b in nb[u_list]])
+    order = np.argsort(lst, kind="stable")
+    lst, qrow, off = lst[order], qrow[order], off[order]
+    first = np.searchsorted(lst, lst, side="left")
+    rank = np.arange(lst.size) - first
+    uniq, counts = np.unique(lst, return_counts=True)
+    list_cls = np.array([scan_bucket(int(b)) for b in nb[uniq]], np.int64)
     out = []
-    for c in np.unique(classes):
-        sel = np.nonzero(classes == c)[0]
-        out.append((int(c), u_list[sel].astype(np.int32), u_q[sel], u_dest[sel]))
+    for c in np.unique(list_cls):
+        in_c = list_cls == c
+        tile = int(np.clip(pow2_at_least(int(np.ceil(counts[in_c].mean()))), MIN_TILE, MAX_TILE))
+        sel = np.isin(lst, uniq[in_c])
+        l_c, q_c, o_c, r_c = lst[sel], qrow[sel], off[sel], rank[sel]
+        new_unit = r_c % tile == 0
+        unit_id = np.cumsum(new_unit) - 1
+        n_units = int(unit_id[-1]) + 1
+        u_q = np.full((n_units, tile), -1, np.int32)
+        u_off = np.full((n_units, tile), -1, np.int32)
+        u_q[unit_id, r_c % tile] = q_c
+        u_off[unit_id, r_c % tile] = o_c
+        out.append(ClassUnits(int(c), l_c[new_unit].astype(np.int32), u_q, u_off))
     return out
+
+
+def buffer_width(widths: np.ndarray) -> int:
+    """Bucketed score-buffer width for rows needing ``widths`` columns."""
+    w = max(int(widths.max()) if widths.size else 0, 1)
+    return scan_bucket(-(-w // _WIDTH_QUANTUM)) * _WIDTH_QUANTUM
 
 
 def list_major_search(
@@ -192,7 +263,6 @@ def list_major_search(
     mask: jax.Array,
     *,
     k: int,
-    tile: int = 32,
     margin: int = RESCORE_MARGIN,
 ):
     """Search a batch list-major.
@@ -202,31 +272,40 @@ def list_major_search(
         probes: ``i32[nq, P]`` their probed lists.
 
     Returns:
-        Host ``(D f32[nq, k], slots i64[nq, k])`` and the number of
-        (query, row) scores computed, padding included.
+        Host ``(D f32[nq, k], slots i64[nq, k], ambiguous bool[nq], scored)``:
+        ``scored`` counts the (query, row) scores computed, padding included;
+        ``ambiguous`` rows must be re-run on the query-major path.
     """
     nq, P = probes.shape
-    kp = k + margin
+    kk = k + margin
+    starts, widths = pair_columns(probes, layout)
+    width = max(buffer_width(widths), kk)
     nq_pad = pow2_at_least(nq)
     q_pad = np.zeros((nq_pad, queries.shape[1]), np.float32)
     q_pad[:nq] = queries
+    p_pad = np.zeros((nq_pad, P), np.int32)
+    p_pad[:nq] = probes
+    s_pad = np.zeros((nq_pad, P), np.int32)
+    s_pad[:nq] = starts
     q_dev = jnp.asarray(q_pad)
     qn = _norms(q_dev)
-    drop = nq_pad * P
-    buf_d, buf_s = empty_buffers(rows=drop, kp=kp)
+    buf = empty_buffer(rows=nq_pad, width=width)
     scored = 0
-    for n_blocks, u_list, u_q, u_dest in plan_units(probes, layout, tile):
-        U = u_list.shape[0]
+    for cu in plan_units(probes, starts, layout):
+        U, tile = cu.unit_q.shape
         U_pad = scan_bucket(U)
         ul = np.zeros(U_pad, np.int32)
-        ul[:U] = u_list
-        uq = np.full((U_pad, tile), -1, np.int32)
-        uq[:U] = u_q
-        ud = np.full((U_pad, tile), drop, np.int32)
-        ud[:U] = np.where(u_dest >= 0, u_dest, drop)
-        buf_d, buf_s = scan_class(
-            state, q_dev, qn, mask, ul, uq, ud, buf_d, buf_s, n_blocks=n_blocks, kp=kp
-        )
-        scored += U * n_blocks * state.block_size * tile
-    D, S = merge_rescore(state, q_dev, buf_d, buf_s, k=k, kp=kp, n_pairs_per_query=P)
-    return np.asarray(D)[:nq], np.asarray(S)[:nq].astype(np.int64), scored
+        ul[:U] = cu.unit_list
+        uq = np.full((U_pad, tile), nq_pad, np.int32)  # out of range: dropped
+        uq[:U] = np.where(cu.unit_q >= 0, cu.unit_q, nq_pad)
+        uo = np.zeros((U_pad, tile), np.int32)
+        uo[:U] = np.maximum(cu.unit_off, 0)
+        buf = scan_class(state, q_dev, qn, mask, ul, uq, uo, buf, n_blocks=cu.n_blocks)
+        scored += U * cu.n_blocks * state.block_size * tile
+    D, S, amb = merge_rescore(state, q_dev, buf, p_pad, s_pad, k=k, kk=kk)
+    return (
+        np.asarray(D)[:nq],
+        np.asarray(S)[:nq].astype(np.int64),
+        np.asarray(amb)[:nq],
+        scored,
+    )

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _kernels
 from ._assign import MIN_ROWS, coarse_kind
-from ._batch import GEMM_METRICS, list_major_search
+from ._batch import GEMM_METRICS, MIN_TILE, buffer_width, list_major_search, pair_columns
 from ._config import IvfConfig, Metric
 from ._errors import (
     DuplicateIdError,
@@ -46,7 +46,7 @@ _PROBE_CHUNK = 1024  # queries per probing call
 _PATHS = ("auto", "query", "list")
 # list-major is chosen when a list is probed by at least this many queries on average
 _LIST_MAJOR_MIN_QUERIES_PER_LIST = 4
-_LIST_MAJOR_CHUNK_BYTES = 64 << 20  # candidate buffer budget per list-major call
+_LIST_MAJOR_CHUNK_BYTES = 128 << 20  # score-buffer budget per list-major call
 
 
 def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
@@ -589,7 +589,6 @@ class IvfIndex:
         cfg = self._config
         n_probes = cfg.n_probes
         mask = self._mask(flt)
-        refine = cfg.pq_refine_factor if state.is_pq else 0
         nq = q.shape[0]
         probes = np.empty((nq, n_probes), np.int32)
         for s in range(0, nq, _PROBE_CHUNK):
@@ -599,19 +598,40 @@ class IvfIndex:
             probes[s : s + chunk.shape[0]] = np.asarray(p)[: chunk.shape[0]]
         live = int(layout.list_live[probes].sum())
         if self._choose_path(nq, path) == "list":
-            chunk = max(64, _LIST_MAJOR_CHUNK_BYTES // (8 * n_probes * (k + 8)))
-            chunk = 1 << (chunk.bit_length() - 1)
-            D = np.empty((nq, k), np.float32)
-            S = np.empty((nq, k), np.int64)
-            scored = 0
-            for s0 in range(0, nq, chunk):
-                d, sl, sc = list_major_search(
-                    state, layout, q[s0 : s0 + chunk], probes[s0 : s0 + chunk], mask, k=k
-                )
-                D[s0 : s0 + chunk], S[s0 : s0 + chunk] = d, sl
-                scored += sc
-            self._record_scan("list", nq, scored, live)
-            return D, S
+            return self._run_list_major(q, probes, mask, k, live)
+        return self._run_query_major(q, probes, mask, k, live)
+
+    def _run_list_major(self, q, probes, mask, k: int, live: int):
+        """List-major in chunks whose score buffer fits the memory budget; rows the
+        merge flags as ambiguous (ties across the shortlist boundary) go query-major."""
+        state, layout = self._state, self._layout
+        nq = q.shape[0]
+        _, widths = pair_columns(probes, layout)
+        row_bytes = 4 * max(buffer_width(widths), 1)
+        chunk = max(MIN_TILE, _LIST_MAJOR_CHUNK_BYTES // row_bytes)
+        chunk = 1 << (chunk.bit_length() - 1)
+        D = np.empty((nq, k), np.float32)
+        S = np.empty((nq, k), np.int64)
+        scored = 0
+        redo = []
+        for s0 in range(0, nq, chunk):
+            d, sl, amb, sc = list_major_search(
+                state, layout, q[s0 : s0 + chunk], probes[s0 : s0 + chunk], mask, k=k
+            )
+            D[s0 : s0 + chunk], S[s0 : s0 + chunk] = d, sl
+            redo.append(s0 + np.nonzero(amb)[0])
+            scored += sc
+        redo = np.concatenate(redo)
+        if redo.size:
+            D[redo], S[redo] = self._run_query_major(q[redo], probes[redo], mask, k, 0)
+        self._record_scan("list", nq, scored, live)
+        self._last_scan["ambiguous_rows"] = int(redo.size)
+        return D, S
+
+    def _run_query_major(self, q, probes, mask, k: int, live: int):
+        state, layout = self._state, self._layout
+        refine = self._config.pq_refine_factor if state.is_pq else 0
+        nq = q.shape[0]
         need = layout.list_nblocks[probes].sum(axis=1)
         order = np.argsort(need, kind="stable")
         D = np.empty((nq, k), np.float32)

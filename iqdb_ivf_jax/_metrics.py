@@ -30,6 +30,11 @@ def tree_sum(v: jax.Array) -> jax.Array:
     The last axis is zero-padded to a power of two and halved repeatedly, so the
     result does not depend on the leading shape (unlike ``jnp.sum`` on CPU).
     """
+    # A select between the summands and the adds keeps the compiler from
+    # contracting a product feeding the first add into an FMA: XLA CPU did so in
+    # some fusions and not others, which changed the last bit between search
+    # paths. (An optimization barrier does not survive to fusion.) NaN stays NaN.
+    v = jnp.where(jnp.isnan(v), jnp.float32(jnp.nan), v)
     d = v.shape[-1]
     p = 1 << max(d - 1, 0).bit_length()
     if p != d:

@@ -1,0 +1,132 @@
+"""List-major batch search (``_batch.py``): equal to the query-major path, chunked
+under the memory budget, ties across the shortlist boundary re-run exactly."""
+
+import numpy as np
+import pytest
+
+import iqdb_ivf_jax._index as index_module
+from iqdb_ivf_jax import Filter, InvalidConfigError, IvfConfig, IvfIndex
+from iqdb_ivf_jax._batch import MAX_TILE, MIN_TILE, pair_columns, plan_units
+
+
+def _clustered(n, d, centres=20, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(-4, 4, (centres, d)).astype(np.float32)
+    lab = rng.integers(0, centres, n)
+    # uneven clusters: scale spreads so list sizes differ
+    return (c[lab] + rng.standard_normal((n, d)) * (0.3 + 0.1 * (lab % 5))[:, None]).astype(np.float32)
+
+
+def _index(metric, x, n_clusters=24, n_probes=6, metas=None):
+    idx = IvfIndex(x.shape[1], metric, IvfConfig(n_clusters=n_clusters, n_probes=n_probes, seed=2))
+    idx.train(x)
+    idx.insert_batch(list(range(len(x))), x, metas)
+    return idx
+
+
+def _both(idx, q, k, **kw):
+    Dl, Il = idx.search_arrays(q, k, path="list", **kw)
+    assert idx.stats().extra["last_search"]["path"] == "list"
+    Dq, Iq = idx.search_arrays(q, k, path="query", **kw)
+    assert idx.stats().extra["last_search"]["path"] == "query"
+    return (Dl, Il), (Dq, Iq)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "dot_product"])
+def test_list_major_equals_query_major(metric):
+    x = _clustered(3000, 24, seed=1)
+    idx = _index(metric, x)
+    q = _clustered(300, 24, seed=9)
+    for k in (1, 10, 37):
+        (Dl, Il), (Dq, Iq) = _both(idx, q, k)
+        assert np.array_equal(Il, Iq)
+        assert np.array_equal(Dl.view(np.uint32), Dq.view(np.uint32))
+
+
+def test_list_major_with_filter_and_deletes():
+    x = _clustered(2500, 16, seed=3)
+    idx = _index("euclidean", x, metas=[{"m": i % 3} for i in range(len(x))])
+    for i in range(0, 2500, 7):
+        idx.delete(i)
+    q = _clustered(200, 16, seed=4)
+    flt = Filter.neq("m", 1)
+    (Dl, Il), (Dq, Iq) = _both(idx, q, 10, filter=flt)
+    assert np.array_equal(Il, Iq) and np.array_equal(Dl, Dq)
+    got = Il[Il >= 0]
+    assert np.all(got % 3 != 1) and np.all(got % 7 != 0)
+
+
+def test_list_major_chunks_under_a_small_budget(monkeypatch):
+    x = _clustered(2000, 16, seed=5)
+    idx = _index("euclidean", x)
+    q = _clustered(300, 16, seed=6)
+    want = idx.search_arrays(q, 10, path="list")
+    # a budget of a few rows per chunk: many chunks, same answer
+    monkeypatch.setattr(index_module, "_LIST_MAJOR_CHUNK_BYTES", 40_000)
+    got = idx.search_arrays(q, 10, path="list")
+    assert np.array_equal(want[1], got[1]) and np.array_equal(want[0], got[0])
+
+
+def test_ties_across_the_shortlist_boundary_rerun_by_insert_order():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((600, 8)).astype(np.float32)
+    dup = np.full((60, 8), 0.25, np.float32)  # 60 identical vectors, inserted in order
+    idx = IvfIndex(8, "euclidean", IvfConfig(n_clusters=8, n_probes=8, seed=1))
+    idx.train(x)
+    idx.insert_batch(list(range(600)), x)
+    idx.insert_batch(list(range(1000, 1060)), dup)
+    q = np.concatenate([dup[:1], x[:40] + 0.01])
+    D, I = idx.search_arrays(q, 10, path="list")
+    assert idx.stats().extra["last_search"]["ambiguous_rows"] >= 1
+    assert I[0].tolist() == list(range(1000, 1010))
+    Dq, Iq = idx.search_arrays(q, 10, path="query")
+    assert np.array_equal(I, Iq) and np.array_equal(D, Dq)
+
+
+def test_auto_picks_list_major_for_big_batches_only():
+    x = _clustered(2000, 16, seed=8)
+    idx = _index("euclidean", x, n_clusters=16, n_probes=4)
+    idx.search_arrays(x[:4], 5)
+    assert idx.stats().extra["last_search"]["path"] == "query"
+    idx.search_arrays(x[:200], 5)
+    assert idx.stats().extra["last_search"]["path"] == "list"
+
+
+@pytest.mark.parametrize(("metric", "pq"), [("manhattan", False), ("euclidean", True)])
+def test_list_path_needs_a_gemm_metric_and_flat(metric, pq):
+    x = _clustered(400, 8, seed=2)
+    cfg = IvfConfig(n_clusters=4, n_probes=2, seed=0)
+    if pq:
+        cfg = cfg.with_use_pq(True).with_pq_subvectors(2)
+    idx = IvfIndex(8, metric, cfg)
+    idx.train(x)
+    idx.insert_batch(list(range(len(x))), x)
+    with pytest.raises(InvalidConfigError, match="path='list'"):
+        idx.search_arrays(x[:3], 3, path="list")
+
+
+def test_plan_covers_every_pair_once():
+    x = _clustered(3000, 8, seed=11)
+    idx = _index("euclidean", x, n_clusters=32, n_probes=5)
+    rng = np.random.default_rng(0)
+    probes = rng.integers(0, 32, (150, 5)).astype(np.int32)
+    layout = idx._layout
+    starts, widths = pair_columns(probes, layout)
+    seen = []
+    for cu in plan_units(probes, starts, layout):
+        U, tile = cu.unit_q.shape
+        assert MIN_TILE <= tile <= MAX_TILE and tile & (tile - 1) == 0
+        assert np.all(layout.list_nblocks[cu.unit_list] <= cu.n_blocks)
+        for u in range(U):
+            for q, off in zip(cu.unit_q[u], cu.unit_off[u]):
+                if q >= 0:
+                    seen.append((int(q), int(cu.unit_list[u]), int(off)))
+    want = [
+        (q, int(probes[q, p]), int(starts[q, p]))
+        for q in range(150)
+        for p in range(5)
+        if layout.list_nblocks[probes[q, p]] > 0
+    ]
+    assert sorted(seen) == sorted(want)
+    # each probe's columns end where the next starts, within the row's width
+    assert np.all(np.diff(starts, axis=1) >= 0) and np.all(starts[:, -1] <= widths)
