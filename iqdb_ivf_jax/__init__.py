@@ -11,9 +11,9 @@ from ._errors import InvalidMetricError as InvalidMetricError
 from ._errors import InvalidVectorError as InvalidVectorError
 from ._errors import IqdbError as IqdbError
 from ._errors import NotFoundError as NotFoundError
-from ._filter import Filter as Filter
 from ._filter import And as And
 from ._filter import Eq as Eq
+from ._filter import Filter as Filter
 from ._filter import Gt as Gt
 from ._filter import Gte as Gte
 from ._filter import In as In

@@ -28,7 +28,7 @@ from ._kmeans import coarse_key, kmeans_fit, pq_key, subsample_indices
 from ._layout import BlockLayout, pow2_at_least, scan_bucket
 from ._pq import pq_train
 from ._records import Hit, IndexStats, IvfClusterStats, SearchParams
-from ._search import probe_batch, search_probed
+from ._search import probe_batch, search_probed, search_single
 from ._state import IvfState
 from ._topk import SEQ_LIMIT
 from ._validate import (
@@ -242,11 +242,17 @@ class IvfIndex:
             n_clusters=cfg.n_clusters,
             max_iter=cfg.kmeans_max_iterations,
             kind=coarse_kind(self._metric),
+            init=cfg.kmeans_init,
         )
         codebooks = None
         if cfg.use_pq:
             codebooks = pq_train(
-                xp, mask, pq_key(cfg.seed), m=cfg.pq_subvectors, max_iter=cfg.kmeans_max_iterations
+                xp,
+                mask,
+                pq_key(cfg.seed),
+                m=cfg.pq_subvectors,
+                max_iter=cfg.kmeans_max_iterations,
+                init=cfg.kmeans_init,
             )
         return res, codebooks, ws.shape[0]
 
@@ -590,6 +596,8 @@ class IvfIndex:
         n_probes = cfg.n_probes
         mask = self._mask(flt)
         nq = q.shape[0]
+        if nq == 1 and not state.is_pq and path != "list":
+            return self._run_single(q, mask, k)
         probes = np.empty((nq, n_probes), np.int32)
         for s in range(0, nq, _PROBE_CHUNK):
             chunk = q[s : s + _PROBE_CHUNK]
@@ -600,6 +608,20 @@ class IvfIndex:
         if self._choose_path(nq, path) == "list":
             return self._run_list_major(q, probes, mask, k, live)
         return self._run_query_major(q, probes, mask, k, live)
+
+    def _run_single(self, q, mask, k: int):
+        """One IVF-Flat query: probe and scan in one call (no host round trip). The
+        static block budget covers the ``n_probes`` largest lists; the scan loop
+        runs only over the blocks the probes own."""
+        layout, n_probes = self._layout, self._config.n_probes
+        nb = layout.list_nblocks
+        top = np.partition(nb, nb.size - n_probes)[nb.size - n_probes :] if n_probes < nb.size else nb
+        T = scan_bucket(int(top.sum()))
+        d, sl, probes = search_single(self._state, q[0], mask, k=k, n_probes=n_probes, scan_blocks=T)
+        probes = np.asarray(probes)
+        live = int(layout.list_live[probes].sum())
+        self._record_scan("query", 1, int(nb[probes].sum()) * layout.block_size, live)
+        return np.asarray(d)[None], np.asarray(sl).astype(np.int64)[None]
 
     def _run_list_major(self, q, probes, mask, k: int, live: int):
         """List-major in chunks whose score buffer fits the memory budget; rows the
@@ -788,6 +810,7 @@ class IvfIndex:
             "mode": "pq" if self._config.use_pq else "flat",
             "n_clusters": self._config.n_clusters,
             "n_probes": self._config.n_probes,
+            "kmeans_init": self._config.kmeans_init,
             "kmeans_iterations": self._kmeans_iterations,
             "kmeans_inertia": self._kmeans_inertia,
             "tombstones": 0 if self._layout is None else self._layout.n_holes,

@@ -3,7 +3,6 @@ block pool, clear deleted rows. Batches are padded to powers of two; padding
 rows scatter out of bounds and are dropped, so shapes (and compilations)
 change rarely."""
 
-import functools
 from typing import NamedTuple
 
 import jax

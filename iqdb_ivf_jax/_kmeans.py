@@ -58,6 +58,9 @@ KIND_L2 = "l2"
 KIND_COSINE = "cosine"
 KIND_DOT = "dot"
 KINDS = (KIND_L2, KIND_COSINE, KIND_DOT)
+INIT_KMEANSPP = "kmeans++"
+INIT_RANDOM = "random"
+INITS = (INIT_KMEANSPP, INIT_RANDOM)
 
 KEY_SCHEME_VERSION = 1
 
@@ -557,7 +560,29 @@ def _reseed(new, empty, far, x_flat):
     return new
 
 
-def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment):
+def check_init(init: str) -> None:
+    """Raise ``ValueError`` unless ``init`` is one of :data:`INITS`."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+def _random_init(x_flat, eligible, rank, key, k: int) -> jax.Array:
+    """``k`` distinct eligible rows: those with the smallest draw-0 uniforms (the
+    k-means++ first centre is the first of them). With fewer than ``k`` eligible
+    rows the chosen ones repeat in order."""
+    kd = jax.random.wrap_key_data(
+        jax.random.key_data(jax.random.fold_in(key, 0)), impl="threefry2x32"
+    )
+    word = jax.random.key_data(jax.vmap(lambda r: jax.random.fold_in(kd, r))(rank))[:, 0]
+    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
+    u = jnp.where(eligible, u, jnp.inf)
+    _, sel = lax.optimization_barrier(lax.top_k(-u, k))  # ties to the lower row
+    n_ok = jnp.maximum(jnp.sum(eligible.astype(jnp.int32)), 1)
+    sel = sel[jnp.arange(k) % jnp.minimum(n_ok, k)]
+    return x_flat[sel]
+
+
+def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP):
     n_pad, d = x.shape
     k, tile = n_clusters, _TRAIN_TILE
     nt = max(1, -(-n_pad // tile))
@@ -577,7 +602,10 @@ def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment):
     rank = (jnp.cumsum(mask.astype(jnp.int32)) - 1).reshape(nt, tile)
 
     x_sq = _map_tiles(_row_sq_norms, xt)
-    cents = _kmeanspp(xt, x_sq, eligible, rank, key, k)
+    if init == INIT_RANDOM:
+        cents = _random_init(x_flat, eligible.reshape(-1), rank.reshape(-1), key, k)
+    else:
+        cents = _kmeanspp(xt, x_sq, eligible, rank, key, k)
 
     def cond(state):
         it, _, done, _ = state
@@ -605,9 +633,11 @@ def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment):
     return KMeansResult(cents, n_iter, inertia)
 
 
-@functools.partial(jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment"))
-def _kmeans_fit_jit(x, mask, key, *, n_clusters, max_iter, kind, tol, segment):
-    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment)
+@functools.partial(
+    jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment", "init")
+)
+def _kmeans_fit_jit(x, mask, key, *, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP):
+    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init)
 
 
 def kmeans_fit(
@@ -619,6 +649,7 @@ def kmeans_fit(
     max_iter: int = 25,
     kind: str = KIND_L2,
     tol: float = 1e-4,
+    init: str = INIT_KMEANSPP,
 ) -> KMeansResult:
     """Seeded k-means++ / Lloyd k-means (behaviour §3.5, §4a).
 
@@ -649,6 +680,9 @@ def kmeans_fit(
         max_iter: the most Lloyd rounds, ``>= 1``, static.
         kind: ``"l2"``, ``"cosine"`` or ``"dot"``, static.
         tol: relative-shift tolerance, static.
+        init: ``"kmeans++"`` (step 1, the reference's) or ``"random"``: the
+            ``n_clusters`` distinct eligible rows with the smallest uniforms of
+            draw 0 (faiss's default init; no sequential seeding passes).
 
     Returns:
         :class:`KMeansResult` with exactly ``n_clusters`` centroids, even when the
@@ -667,6 +701,7 @@ def kmeans_fit(
     See also: :func:`assign`, ``_pq.pq_train``.
     """
     _check_kind(kind)
+    check_init(init)
     if n_clusters < 1 or max_iter < 1:
         raise ValueError(f"need n_clusters >= 1 and max_iter >= 1, got {n_clusters}, {max_iter}")
     if x.ndim != 2 or mask.shape != x.shape[:1] or x.shape[0] < 1:
@@ -682,4 +717,5 @@ def kmeans_fit(
         kind=kind,
         tol=float(tol),
         segment=_use_segment_sum(),
+        init=init,
     )

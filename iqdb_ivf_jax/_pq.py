@@ -23,11 +23,13 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._kmeans import (
+    INIT_KMEANSPP,
     KIND_L2,
     _batch_invariant,
     _kmeans_fit_impl,
     _min_and_index,
     _use_segment_sum,
+    check_init,
 )
 
 N_CODEWORDS = 256
@@ -50,8 +52,8 @@ def _split(x: jax.Array, m: int) -> jax.Array:
     return x.reshape(x.shape[:-1] + (m, d // m))
 
 
-@functools.partial(jax.jit, static_argnames=("m", "max_iter", "segment"))
-def _pq_train_jit(x, mask, key, *, m, max_iter, segment):
+@functools.partial(jax.jit, static_argnames=("m", "max_iter", "segment", "init"))
+def _pq_train_jit(x, mask, key, *, m, max_iter, segment, init):
     n_pad = x.shape[0]
     xs = jnp.transpose(_split(jnp.asarray(x, jnp.float32), m), (1, 0, 2))  # [m, n_pad, dsub]
     keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(m, dtype=jnp.uint32))
@@ -59,14 +61,20 @@ def _pq_train_jit(x, mask, key, *, m, max_iter, segment):
     assert mask.shape == (n_pad,)
 
     def fit(xj, kj):
-        res = _kmeans_fit_impl(xj, mask, kj, N_CODEWORDS, max_iter, KIND_L2, 1e-4, segment)
+        res = _kmeans_fit_impl(xj, mask, kj, N_CODEWORDS, max_iter, KIND_L2, 1e-4, segment, init)
         return res.centroids
 
     return jax.vmap(fit)(xs, keys)
 
 
 def pq_train(
-    x: jax.Array, mask: jax.Array, key: jax.Array, *, m: int, max_iter: int = 25
+    x: jax.Array,
+    mask: jax.Array,
+    key: jax.Array,
+    *,
+    m: int,
+    max_iter: int = 25,
+    init: str = INIT_KMEANSPP,
 ) -> jax.Array:
     """Fit PQ codebooks: squared-L2 k-means with 256 clusters per subvector.
 
@@ -78,6 +86,7 @@ def pq_train(
             ``fold_in(key, j)``.
         m: number of subvectors (faiss ``M``), static.
         max_iter: the most Lloyd rounds per subvector, static.
+        init: centre initialisation, as in :func:`~._kmeans.kmeans_fit`.
 
     Returns:
         ``f32[m, 256, d // m]`` codebooks. Padded rows have no influence.
@@ -99,7 +108,10 @@ def pq_train(
         raise ValueError(
             f"need m >= 1 dividing d ({x.shape[1]}) and max_iter >= 1, got {m}, {max_iter}"
         )
-    return _pq_train_jit(x, mask, key, m=int(m), max_iter=int(max_iter), segment=_use_segment_sum())
+    check_init(init)
+    return _pq_train_jit(
+        x, mask, key, m=int(m), max_iter=int(max_iter), segment=_use_segment_sum(), init=init
+    )
 
 
 def _encode_tile(xt: jax.Array, codebooks: jax.Array) -> jax.Array:

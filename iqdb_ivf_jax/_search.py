@@ -82,13 +82,13 @@ def search_one(
         ``(distances f32[k], slots i32[k])`` nearest first, padded ``(+inf, -1)``.
     """
     B = state.block_size
-    blk, _ = scan_block_ids(state, probes, scan_blocks)
+    blk, needed = scan_block_ids(state, probes, scan_blocks)
     safe = jnp.maximum(blk, 0)
     ok = ((blk >= 0)[:, None] & state.valid[safe] & mask[safe]).reshape(-1)
     seq = state.seqs[safe].reshape(-1)
     slot_of = (safe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
     if not state.is_pq:
-        approx = _scan_blocks(state, q, safe)
+        approx = _scan_blocks(state, q, safe, jnp.minimum(needed, scan_blocks))
         return _rescore(state, q, approx, seq, ok, slot_of, k, k + RESCORE_MARGIN)
     kind = adc_kind(state.metric)
     tables = adc_tables(q, state.codebooks, kind=kind)
@@ -100,10 +100,11 @@ def search_one(
     return _rescore(state, q, approx, seq, ok, slot_of, k, refine * k)
 
 
-def _scan_blocks(state: IvfState, q: jax.Array, blocks: jax.Array) -> jax.Array:
-    """Fast distances to every row of ``blocks`` (``f32[T * B]``), one block per loop
-    step: reading blocks in place is ~7x faster on CPU than gathering them all
-    into one array first."""
+def _scan_blocks(state: IvfState, q: jax.Array, blocks: jax.Array, n: jax.Array) -> jax.Array:
+    """Fast distances to the rows of the first ``n`` of ``blocks`` (``f32[T * B]``;
+    the rest stay 0 and must be masked), one block per loop step: reading blocks
+    in place is ~7x faster on CPU than gathering them all into one array first,
+    and the dynamic trip count skips the padding of a generous static budget."""
 
     def body(i, acc):
         xb = lax.dynamic_index_in_dim(state.vectors, blocks[i], 0, keepdims=False)
@@ -112,7 +113,7 @@ def _scan_blocks(state: IvfState, q: jax.Array, blocks: jax.Array) -> jax.Array:
 
     T = blocks.shape[0]
     init = jnp.zeros((T, state.block_size), jnp.float32)
-    return lax.fori_loop(0, T, body, init).reshape(-1)
+    return lax.fori_loop(0, n, body, init).reshape(-1)
 
 
 def _rescore(state, q, approx, seq, ok, slot_of, k: int, shortlist: int):
@@ -165,3 +166,20 @@ def search_batch(
     """Probe and search a batch ``f32[nq, d]`` -> ``(f32[nq, k], i32[nq, k])``."""
     probes = probe(queries, state.centroids, coarse_kind(state.metric), n_probes)
     return search_probed(state, queries, probes, mask, k=k, scan_blocks=scan_blocks, refine=refine)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "n_probes", "scan_blocks", "refine"))
+def search_single(
+    state: IvfState,
+    query: jax.Array,
+    mask: jax.Array,
+    *,
+    k: int,
+    n_probes: int,
+    scan_blocks: int,
+    refine: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Probe and search one query ``f32[d]`` in one call -> ``(f32[k], i32[k], probes i32[P])``."""
+    probes = probe(query, state.centroids, coarse_kind(state.metric), n_probes)
+    d, s = search_one(state, query, probes, mask, k=k, scan_blocks=scan_blocks, refine=refine)
+    return d, s, probes

@@ -389,3 +389,13 @@ def test_b07_errors_from_index():
         assert isinstance(e, IqdbError)
     else:  # pragma: no cover
         pytest.fail("get of an absent id must raise")
+
+
+def test_kmeans_init_field_builder_and_validation():
+    from iqdb_ivf_jax import InvalidConfigError, IvfConfig
+
+    cfg = IvfConfig()
+    assert cfg.kmeans_init == "kmeans++"
+    assert cfg.with_kmeans_init("random").kmeans_init == "random"
+    with pytest.raises(InvalidConfigError, match="kmeans_init"):
+        cfg.with_kmeans_init("bogus").validate()
