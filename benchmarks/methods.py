@@ -113,6 +113,7 @@ def ours_config(n: int, args, *, pq: bool) -> IvfConfig:
         n_clusters=args.nlist,
         n_probes=1,
         kmeans_max_iterations=args.kmeans_iters,
+        kmeans_init=getattr(args, "kmeans_init", "kmeans++"),
         training_sample_size=min(n, 256 * args.nlist),
     )
     if pq:

@@ -55,6 +55,7 @@ DEFAULTS = {
     "m": 48,
     "refine": 4,
     "kmeans_iters": 10,
+    "kmeans_init": "kmeans++",
     "probes": "1,2,4,8,16,32,64,128",
     "repeats": 3,
     "latency_queries": 200,
@@ -121,6 +122,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--kmeans-iters",
         type=int,
         help=f"k-means rounds, both libraries (default {d['kmeans_iters']}, faiss's)",
+    )
+    g.add_argument(
+        "--kmeans-init",
+        choices=("kmeans++", "random"),
+        help="our k-means initialisation (default kmeans++, the reference's; "
+        "'random' is faiss's own init, for train time at equal work)",
     )
     g.add_argument(
         "--methods",
@@ -331,7 +338,7 @@ def _run(args, families: list[str], probes: list[int]) -> dict:
         _say(
             f"building {'IVF-PQ' if pq else 'IVF-Flat'}: nlist {args.nlist}"
             + (f", M {args.m}, refine {args.refine}" if pq else "")
-            + f", {args.kmeans_iters} k-means rounds"
+            + f", {args.kmeans_iters} k-means rounds ({args.kmeans_init} init for ours)"
         )
         index, rec = build_ours(base, args, pq=pq)
         methods = ours_methods(index, rec, pq=pq, refine=args.refine)

@@ -57,6 +57,17 @@ def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _canonical_int_ids(ids) -> list | None:
+    """Fast path of :func:`canonical_id` for an integer NumPy array of ids: the ids
+    as Python ints, or None to take the general path (other types, or a bad id,
+    which the general path reports by position)."""
+    if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iu":
+        return None
+    if ids.dtype.kind == "i" and ids.size and int(ids.min()) < 0:
+        return None
+    return ids.tolist()
+
+
 def _choose_block_size(n: int, n_lists: int) -> int:
     """Rows per block: about an eighth of the mean list, between 8 and 64."""
     return int(min(64, pow2_at_least(math.ceil(n / (8 * n_lists)), 8)))
@@ -335,8 +346,9 @@ class IvfIndex:
         self._kmeans_iterations = int(res.n_iter)
         self._kmeans_inertia = float(res.inertia)
         self._clear_entries(layout.n_blocks * block)
-        for i, (id_, meta) in enumerate(zip(ids, metas)):
-            self._bind(id_, int(slots[i]), meta, int(seqs[i]))
+        self._bind_many(
+            list(ids), np.asarray(slots, np.int64), list(metas), np.asarray(seqs, np.int64)
+        )
         self._next_seq = int(max(seqs)) + 1 if n else 0
 
     def _prepare(self, state: IvfState, x: np.ndarray):
@@ -350,14 +362,17 @@ class IvfIndex:
         return labels.astype(np.int64), norms, codes
 
     # ------------------------------------------------------------ bookkeeping
-    def _bind(self, id_, slot: int, meta, seq: int) -> None:
-        self._id_slot[id_] = slot
-        self._slot_id[slot] = id_
-        self._slot_seq[slot] = seq
-        self._meta[id_] = meta
-        self._meta_bytes += metadata_bytes(meta)
-        if not (isinstance(id_, int) and id_ < _I63):
-            self._n_wide_ids += 1
+    def _bind_many(self, ids: list, slots: np.ndarray, metas: list, seqs: np.ndarray) -> None:
+        """:meth:`_bind` for a batch (bulk dict and array updates)."""
+        slot_list = slots.tolist()
+        self._id_slot.update(zip(ids, slot_list))
+        slot_id = self._slot_id
+        for id_, slot in zip(ids, slot_list):
+            slot_id[slot] = id_
+        self._slot_seq[slots] = seqs
+        self._meta.update(zip(ids, metas))
+        self._meta_bytes += sum(metadata_bytes(m) for m in metas if m is not None)
+        self._n_wide_ids += sum(1 for i in ids if not (type(i) is int and i < _I63))
 
     def _unbind(self, id_) -> int:
         slot = self._id_slot.pop(id_)
@@ -411,12 +426,14 @@ class IvfIndex:
         self._require_trained()
         if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
             raise TypeError("ids must be a sequence (list, tuple or array) of ids")
-        canon = []
-        for pos, i in enumerate(ids):
-            try:
-                canon.append(canonical_id(i))
-            except (TypeError, InvalidConfigError) as e:
-                raise type(e)(f"ids[{pos}]: {e}") from None
+        canon = _canonical_int_ids(ids)
+        if canon is None:
+            canon = []
+            for pos, i in enumerate(ids):
+                try:
+                    canon.append(canonical_id(i))
+                except (TypeError, InvalidConfigError) as e:
+                    raise type(e)(f"ids[{pos}]: {e}") from None
         if metadata is None:
             metas = [None] * len(canon)
         else:
@@ -469,8 +486,7 @@ class IvfIndex:
         if grow > 0:
             self._slot_id.extend([None] * grow)
             self._slot_seq = np.concatenate([self._slot_seq, np.zeros(grow, np.int64)])
-        for i in range(n):
-            self._bind(ids[i], int(slots[i]), metas[i], int(seqs[i]))
+        self._bind_many(ids, slots, metas, seqs)
         self._next_seq += n
         self._touch()
 
