@@ -118,6 +118,7 @@ def ours_config(n: int, args, *, pq: bool) -> IvfConfig:
     )
     if pq:
         cfg = cfg.with_use_pq(True).with_pq_subvectors(args.m).with_pq_refine_factor(args.refine)
+        cfg = cfg.with_pq_by_residual(bool(getattr(args, "faiss_by_residual", False)))
     return cfg
 
 

@@ -144,7 +144,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--faiss-by-residual",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="faiss IVF-PQ encodes residuals (faiss default; ours encodes raw vectors)",
+        help="IVF-PQ encodes residuals to the list centroid on both sides (faiss's "
+        "default; ours with pq_by_residual=True); --no-faiss-by-residual: raw vectors",
     )
     g = ap.add_argument_group("measurement")
     g.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")

@@ -76,6 +76,11 @@ class IvfConfig:
             pass over the working set per centre) or ``"random"`` (distinct
             random rows of the working set, faiss's default; much faster to
             train at large ``n_clusters``, usually a slightly worse start).
+        pq_by_residual: IVF-PQ encodes ``x - centroid(list)`` instead of ``x``
+            (faiss ``by_residual``, its default): codes spend their bits on
+            the detail the list does not already give, so ADC ranks better at
+            the same ``M``. ADC distances are then the metric to the decoded
+            vector ``centroid + decode(code)``. Ignored without ``use_pq``.
     """
 
     n_clusters: int = 256
@@ -87,6 +92,7 @@ class IvfConfig:
     seed: int = DEFAULT_SEED
     kmeans_max_iterations: int = 25
     kmeans_init: str = "kmeans++"
+    pq_by_residual: bool = False
 
     def with_n_clusters(self, n: int) -> "IvfConfig":
         return dataclasses.replace(self, n_clusters=n)
@@ -114,6 +120,9 @@ class IvfConfig:
 
     def with_kmeans_init(self, init: str) -> "IvfConfig":
         return dataclasses.replace(self, kmeans_init=init)
+
+    def with_pq_by_residual(self, by_residual: bool) -> "IvfConfig":
+        return dataclasses.replace(self, pq_by_residual=by_residual)
 
     def validate(self) -> None:
         """Check every field, in a fixed order.
@@ -171,3 +180,5 @@ class IvfConfig:
             raise InvalidConfigError(
                 f"kmeans_init must be one of {_KMEANS_INITS}, got {self.kmeans_init!r}"
             )
+        if not isinstance(self.pq_by_residual, bool):
+            raise InvalidConfigError(f"pq_by_residual must be a bool, got {self.pq_by_residual!r}")

@@ -6,6 +6,7 @@ metadata, insertion sequence numbers and the block layout.
 """
 
 import dataclasses
+import functools
 import math
 import sys
 from fractions import Fraction
@@ -14,8 +15,8 @@ import jax
 import numpy as np
 
 from . import _kernels
-from ._assign import MIN_ROWS, coarse_kind
-from ._batch import GEMM_METRICS, MIN_TILE, buffer_width, list_major_search, pair_columns
+from ._assign import MIN_ROWS, assign, coarse_kind
+from ._batch import MIN_TILE, buffer_width, list_major_search, list_path_ok, pair_columns
 from ._config import IvfConfig, Metric
 from ._errors import (
     DuplicateIdError,
@@ -55,6 +56,12 @@ def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((n,) + x.shape[1:], x.dtype)
     out[: x.shape[0]] = x
     return out
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def _residuals(x: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
+    """Rows minus the centroid of the list each is assigned to (PQ by residual)."""
+    return x - centroids[assign(x, centroids, kind)]
 
 
 def _canonical_int_ids(ids) -> list | None:
@@ -257,6 +264,8 @@ class IvfIndex:
         )
         codebooks = None
         if cfg.use_pq:
+            if cfg.pq_by_residual:
+                xp = _residuals(xp, res.centroids, coarse_kind(self._metric))
             codebooks = pq_train(
                 xp,
                 mask,
@@ -333,13 +342,21 @@ class IvfIndex:
         n = len(ids)
         n_lists = self._config.n_clusters
         layout = BlockLayout(n_lists, block)
-        state = IvfState.create(res.centroids, metric=self._metric, codebooks=codebooks, block_size=block)
+        state = IvfState.create(
+            res.centroids,
+            metric=self._metric,
+            codebooks=codebooks,
+            by_residual=self._config.pq_by_residual,
+            block_size=block,
+        )
         labels, norms, codes = self._prepare(state, x)
         order = np.lexsort((np.asarray(seqs, np.int64), labels)) if n else np.zeros(0, np.int64)
         slots = np.empty(n, np.int64)
         slots[order] = layout.allocate(labels[order])
         state = state.grown(layout.n_blocks, layout.width)
-        state = _kernels.write_rows(state, slots, x, norms, codes, np.asarray(seqs, np.int64), donate=True)
+        state = _kernels.write_rows(
+            state, slots, x, norms, codes, np.asarray(seqs, np.int64), donate=True
+        )
         state = state.replace(**_kernels.table_arrays(layout))
         # -- commit (nothing below can fail on valid input)
         self._state, self._layout, self._state_exported = state, layout, False
@@ -355,7 +372,11 @@ class IvfIndex:
         """Lists, norms and PQ codes of rows ``x`` (host arrays)."""
         n = x.shape[0]
         if n == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, state.codes.shape[-1]), np.uint8)
+            return (
+                np.zeros(0, np.int64),
+                np.zeros(0, np.float32),
+                np.zeros((0, state.codes.shape[-1]), np.uint8),
+            )
         n_pad = pow2_at_least(n, MIN_ROWS)
         out = _kernels.prepare_rows(state, _pad_rows(x, n_pad))
         labels, norms, codes = (np.asarray(a)[:n] for a in out)
@@ -596,10 +617,11 @@ class IvfIndex:
 
     def _choose_path(self, nq: int, path: str) -> str:
         state = self._state
-        gemm_ok = not state.is_pq and self._metric in GEMM_METRICS
+        gemm_ok = list_path_ok(state)
         if path == "list" and not gemm_ok:
             raise InvalidConfigError(
-                "path='list' needs IVF-Flat with euclidean, cosine or dot_product"
+                "path='list' needs euclidean, cosine or dot_product (IVF-Flat), or "
+                "euclidean or dot_product (IVF-PQ); use path='query' or 'auto'"
             )
         if path != "auto":
             return path
@@ -631,9 +653,13 @@ class IvfIndex:
         runs only over the blocks the probes own."""
         layout, n_probes = self._layout, self._config.n_probes
         nb = layout.list_nblocks
-        top = np.partition(nb, nb.size - n_probes)[nb.size - n_probes :] if n_probes < nb.size else nb
+        top = (
+            np.partition(nb, nb.size - n_probes)[nb.size - n_probes :] if n_probes < nb.size else nb
+        )
         T = scan_bucket(int(top.sum()))
-        d, sl, probes = search_single(self._state, q[0], mask, k=k, n_probes=n_probes, scan_blocks=T)
+        d, sl, probes = search_single(
+            self._state, q[0], mask, k=k, n_probes=n_probes, scan_blocks=T
+        )
         probes = np.asarray(probes)
         live = int(layout.list_live[probes].sum())
         self._record_scan("query", 1, int(nb[probes].sum()) * layout.block_size, live)
@@ -654,7 +680,13 @@ class IvfIndex:
         redo = []
         for s0 in range(0, nq, chunk):
             d, sl, amb, sc = list_major_search(
-                state, layout, q[s0 : s0 + chunk], probes[s0 : s0 + chunk], mask, k=k
+                state,
+                layout,
+                q[s0 : s0 + chunk],
+                probes[s0 : s0 + chunk],
+                mask,
+                k=k,
+                refine=self._config.pq_refine_factor if state.is_pq else 0,
             )
             D[s0 : s0 + chunk], S[s0 : s0 + chunk] = d, sl
             redo.append(s0 + np.nonzero(amb)[0])
@@ -741,7 +773,7 @@ class IvfIndex:
 
         ``path`` picks the kernel: ``"query"`` scans each query's lists
         (query-major), ``"list"`` scores each probed list against all its
-        queries with one matrix product (IVF-Flat euclidean/cosine/dot only),
+        queries with one matrix product (IVF-Flat euclidean/cosine/dot, IVF-PQ euclidean/dot),
         ``"auto"`` (default) takes list-major when lists are probed by several
         queries on average. Both return the same hits (up to float32 rounding
         at the k-th distance).
@@ -777,11 +809,15 @@ class IvfIndex:
         Raises:
             InvalidConfigError: coverage non-finite or outside ``[0, 1]``.
         """
-        if isinstance(coverage, bool) or not isinstance(coverage, (int, float, np.floating, np.integer)):
+        if isinstance(coverage, bool) or not isinstance(
+            coverage, (int, float, np.floating, np.integer)
+        ):
             raise TypeError(f"coverage must be a float, got {type(coverage).__name__}")
         c = float(coverage)
         if not math.isfinite(c) or not 0.0 <= c <= 1.0:
-            raise InvalidConfigError(f"coverage must be a finite number in [0, 1], got {coverage!r}")
+            raise InvalidConfigError(
+                f"coverage must be a finite number in [0, 1], got {coverage!r}"
+            )
         n_lists = self._config.n_clusters
         if self._state is None or not self._id_slot or n_lists == 1 or c == 0.0:
             return 1
@@ -810,7 +846,12 @@ class IvfIndex:
         mem["metadata"] = sys.getsizeof(self._meta) + self._meta_bytes
         if self._layout is not None:
             lay = self._layout
-            mem["layout"] = lay.list_blocks.nbytes + lay.block_list.nbytes + lay.block_fill.nbytes + lay.list_live.nbytes
+            mem["layout"] = (
+                lay.list_blocks.nbytes
+                + lay.block_list.nbytes
+                + lay.block_fill.nbytes
+                + lay.list_live.nbytes
+            )
         return mem
 
     def stats(self) -> IndexStats:
@@ -827,6 +868,7 @@ class IvfIndex:
             "n_clusters": self._config.n_clusters,
             "n_probes": self._config.n_probes,
             "kmeans_init": self._config.kmeans_init,
+            "pq_by_residual": self._config.use_pq and self._config.pq_by_residual,
             "kmeans_iterations": self._kmeans_iterations,
             "kmeans_inertia": self._kmeans_inertia,
             "tombstones": 0 if self._layout is None else self._layout.n_holes,

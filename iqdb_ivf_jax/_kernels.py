@@ -29,7 +29,8 @@ def prepare_rows(state: IvfState, x: jax.Array):
     """``f32[n, d]`` -> ``(lists i32[n], norms f32[n], codes u8[n, M])``."""
     labels = assign(x, state.centroids, coarse_kind(state.metric))
     if state.is_pq:
-        codes = pq_encode(x, state.codebooks)
+        target = x - state.centroids[labels] if state.by_residual else x
+        codes = pq_encode(target, state.codebooks)
     else:
         codes = jnp.zeros((x.shape[0], 0), jnp.uint8)
     return labels, row_norms(x), codes

@@ -24,17 +24,25 @@ from ._config import Metric
 COSINE_EPS = 1.1754944e-38
 
 
+def no_contract(v: jax.Array) -> jax.Array:
+    """``v`` unchanged, but behind a select, so a product that produced ``v`` cannot be
+    contracted with a following add into an FMA.
+
+    XLA CPU contracts ``a * b + c`` in some fusions and not others (it depends on
+    the surrounding program), which changed the last bit of a distance between
+    search paths. An ``optimization_barrier`` does not survive to fusion; a select
+    does. NaN stays NaN.
+    """
+    return jnp.where(jnp.isnan(v), jnp.float32(jnp.nan), v)
+
+
 def tree_sum(v: jax.Array) -> jax.Array:
     """Sum over the last axis in a fixed pairwise order: ``f32[..., d] -> f32[...]``.
 
     The last axis is zero-padded to a power of two and halved repeatedly, so the
     result does not depend on the leading shape (unlike ``jnp.sum`` on CPU).
     """
-    # A select between the summands and the adds keeps the compiler from
-    # contracting a product feeding the first add into an FMA: XLA CPU did so in
-    # some fusions and not others, which changed the last bit between search
-    # paths. (An optimization barrier does not survive to fusion.) NaN stays NaN.
-    v = jnp.where(jnp.isnan(v), jnp.float32(jnp.nan), v)
+    v = no_contract(v)
     d = v.shape[-1]
     p = 1 << max(d - 1, 0).bit_length()
     if p != d:

@@ -31,6 +31,7 @@ from ._kmeans import (
     _use_segment_sum,
     check_init,
 )
+from ._metrics import no_contract
 
 N_CODEWORDS = 256
 ADC_KINDS = ("l2", "dot", "l1")
@@ -205,9 +206,9 @@ def adc_tables(q: jax.Array, codebooks: jax.Array, *, kind: str) -> jax.Array:
     def term(i):
         qi, ci = qs[:, i, None], codebooks[:, :, i]  # [m, 1], [m, 256]
         if kind == "dot":
-            return qi * ci
+            return no_contract(qi * ci)
         diff = qi - ci
-        return diff * diff if kind == "l2" else jnp.abs(diff)
+        return no_contract(diff * diff) if kind == "l2" else jnp.abs(diff)
 
     return _ordered_sum([term(i) for i in range(dsub)])
 
@@ -249,6 +250,27 @@ def adc_scores(tables: jax.Array, codes: jax.Array, *, kind: str) -> jax.Array:
     _check_adc_kind(kind)
     idx = codes.astype(jnp.int32)
     total = _ordered_sum([tables[j][idx[..., j]] for j in range(tables.shape[0])])  # [n]
+    if kind == "l2":
+        return jnp.sqrt(jnp.maximum(total, 0.0))
+    if kind == "dot":
+        return -total
+    return total
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def adc_scores_by_row(
+    tables: jax.Array, which: jax.Array, codes: jax.Array, *, kind: str
+) -> jax.Array:
+    """:func:`adc_scores` with a table per row: row ``i`` uses ``tables[which[i]]``.
+
+    Args:
+        tables: ``f32[P, m, 256]`` (e.g. one per probed list, residual PQ).
+        which: ``i32[n]`` table of each row.
+        codes: ``u8[n, m]``.
+    """
+    _check_adc_kind(kind)
+    idx = codes.astype(jnp.int32)
+    total = _ordered_sum([tables[which, j, idx[..., j]] for j in range(tables.shape[1])])
     if kind == "l2":
         return jnp.sqrt(jnp.maximum(total, 0.0))
     if kind == "dot":

@@ -19,7 +19,7 @@ from jax import lax
 from ._assign import coarse_kind, probe
 from ._config import Metric
 from ._metrics import RESCORE_MARGIN, distances, fast_distances
-from ._pq import adc_scores, adc_tables
+from ._pq import adc_scores, adc_scores_by_row, adc_tables, pq_decode
 from ._state import IvfState
 from ._topk import smallest_k
 
@@ -29,7 +29,9 @@ def adc_kind(metric: Metric) -> str:
     return {Metric.EUCLIDEAN: "l2", Metric.DOT_PRODUCT: "dot", Metric.MANHATTAN: "l1"}[metric]
 
 
-def scan_block_ids(state: IvfState, probes: jax.Array, scan_blocks: int) -> tuple[jax.Array, jax.Array]:
+def scan_block_ids(
+    state: IvfState, probes: jax.Array, scan_blocks: int
+) -> tuple[jax.Array, jax.Array]:
     """Block ids of the probed lists, concatenated in probe order.
 
     Args:
@@ -42,14 +44,20 @@ def scan_block_ids(state: IvfState, probes: jax.Array, scan_blocks: int) -> tupl
         number of blocks the probes own. If ``needed > T`` the tail of the last
         lists was not scanned.
     """
+    blk, needed, _ = _scan_block_probes(state, probes, scan_blocks)
+    return blk, needed
+
+
+def _scan_block_probes(state: IvfState, probes: jax.Array, scan_blocks: int):
+    """:func:`scan_block_ids` plus the probe position ``i32[T]`` of each block."""
     counts = state.list_nblocks[probes]
     ends = jnp.cumsum(counts)
     starts = ends - counts
     j = jnp.arange(scan_blocks, dtype=jnp.int32)
-    p = jnp.minimum(jnp.searchsorted(ends, j, side="right"), probes.shape[0] - 1)
+    p = jnp.minimum(jnp.searchsorted(ends, j, side="right"), probes.shape[0] - 1).astype(jnp.int32)
     col = jnp.clip(j - starts[p], 0, state.table_width - 1)
     blk = state.list_blocks[probes[p], col]
-    return jnp.where(j < ends[-1], blk, -1), ends[-1]
+    return jnp.where(j < ends[-1], blk, -1), ends[-1], p
 
 
 def _exact_rows(state: IvfState, q: jax.Array, slots: jax.Array) -> jax.Array:
@@ -82,7 +90,7 @@ def search_one(
         ``(distances f32[k], slots i32[k])`` nearest first, padded ``(+inf, -1)``.
     """
     B = state.block_size
-    blk, needed = scan_block_ids(state, probes, scan_blocks)
+    blk, needed, blk_probe = _scan_block_probes(state, probes, scan_blocks)
     safe = jnp.maximum(blk, 0)
     ok = ((blk >= 0)[:, None] & state.valid[safe] & mask[safe]).reshape(-1)
     seq = state.seqs[safe].reshape(-1)
@@ -91,13 +99,53 @@ def search_one(
         approx = _scan_blocks(state, q, safe, jnp.minimum(needed, scan_blocks))
         return _rescore(state, q, approx, seq, ok, slot_of, k, k + RESCORE_MARGIN)
     kind = adc_kind(state.metric)
-    tables = adc_tables(q, state.codebooks, kind=kind)
     codes = state.codes[safe].reshape(-1, state.codes.shape[-1])
+    if state.by_residual:
+        row_list = jnp.repeat(probes[blk_probe], B)
+        approx = _residual_adc(state, q, probes, jnp.repeat(blk_probe, B), codes, kind)
+        short = refine * k if refine else k
+        _, pos = smallest_k(approx, seq, ok, short + RESCORE_MARGIN)
+        p = jnp.maximum(pos, 0)
+        return decoded_rescore(
+            state, q, slot_of[p], row_list[p], codes[p], seq[p], pos >= 0, k=k, refine=refine
+        )
+    tables = adc_tables(q, state.codebooks, kind=kind)
     approx = adc_scores(tables, codes, kind=kind)
     if refine == 0:
         dist, pos = smallest_k(approx, seq, ok, k)
         return dist, jnp.where(pos >= 0, slot_of[pos], -1)
     return _rescore(state, q, approx, seq, ok, slot_of, k, refine * k)
+
+
+def _residual_adc(state, q, probes, row_probe, codes, kind: str) -> jax.Array:
+    """Approximate ADC scores of residual codes: one table per probed list (for
+    ``"l2"``/``"l1"`` on ``q - centroid``; for ``"dot"`` one table plus ``q . centroid``)."""
+    cents = state.centroids[probes]  # [P, d]
+    if kind == "dot":
+        tables = adc_tables(q, state.codebooks, kind=kind)
+        base = jnp.dot(cents, q, precision=lax.Precision.HIGHEST)
+        return adc_scores(tables, codes, kind=kind) - base[row_probe]
+    if kind == "l1":
+        tables = jax.vmap(lambda c: adc_tables(q - c, state.codebooks, kind=kind))(cents)
+    else:  # l2: expanded form as one batched product (these scores only pick a shortlist)
+        m, _, dsub = state.codebooks.shape
+        r = (q[None, :] - cents).reshape(-1, m, dsub)  # [P, m, dsub]
+        cross = jnp.einsum("pmd,mjd->pmj", r, state.codebooks, precision=lax.Precision.HIGHEST)
+        c_sq = jnp.sum(state.codebooks * state.codebooks, axis=-1)  # [m, 256]
+        tables = jnp.sum(r * r, axis=-1)[:, :, None] - 2.0 * cross + c_sq[None]
+    return adc_scores_by_row(tables, row_probe, codes, kind=kind)
+
+
+def decoded_rescore(state, q, slots, lists, codes, seq, ok, *, k: int, refine: int):
+    """Finish a residual-PQ search from candidates: their ADC distance is the
+    exact metric to the decoded vector ``centroid + decode(code)``; keep the best
+    ``k`` by it, or (``refine``) re-score the best ``refine * k`` on raw vectors."""
+    dec = pq_decode(codes, state.codebooks) + state.centroids[lists]
+    adc = distances(q, dec, jnp.zeros(dec.shape[:-1], jnp.float32), state.metric)
+    if refine == 0:
+        d, p2 = smallest_k(adc, seq, ok, k)
+        return d, jnp.where(p2 >= 0, slots[jnp.maximum(p2, 0)], -1)
+    return _rescore(state, q, adc, seq, ok, jnp.where(ok, slots, -1), k, refine * k)
 
 
 def _scan_blocks(state: IvfState, q: jax.Array, blocks: jax.Array, n: jax.Array) -> jax.Array:

@@ -34,6 +34,7 @@ class IvfState:
         list_blocks: ``i32[nlist, W]`` blocks of each list, ``-1`` padded.
         list_nblocks: ``i32[nlist]`` blocks in use per list.
         metric: the index :class:`Metric`.
+        by_residual: static; PQ codes encode ``x - centroids[list]``.
     """
 
     centroids: jax.Array
@@ -46,6 +47,7 @@ class IvfState:
     list_blocks: jax.Array
     list_nblocks: jax.Array
     metric: Metric = dataclasses.field(metadata=dict(static=True))
+    by_residual: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @property
     def n_lists(self) -> int:
@@ -81,6 +83,7 @@ class IvfState:
         *,
         metric: Metric,
         codebooks=None,
+        by_residual: bool = False,
         block_size: int = 32,
         n_blocks: int = 8,
         table_width: int = 1,
@@ -98,9 +101,15 @@ class IvfState:
             codebooks = jnp.zeros((0, 256, 0), jnp.float32)
         codebooks = jnp.asarray(codebooks, jnp.float32)
         m = codebooks.shape[0]
-        if codebooks.ndim != 3 or (m and (codebooks.shape[1] != 256 or m * codebooks.shape[2] != d)):
+        if codebooks.ndim != 3 or (
+            m and (codebooks.shape[1] != 256 or m * codebooks.shape[2] != d)
+        ):
             raise InvalidConfigError(f"codebooks must be (M, 256, d // M), got {codebooks.shape}")
-        for name, v in (("block_size", block_size), ("n_blocks", n_blocks), ("table_width", table_width)):
+        for name, v in (
+            ("block_size", block_size),
+            ("n_blocks", n_blocks),
+            ("table_width", table_width),
+        ):
             if v < 1:
                 raise InvalidConfigError(f"{name} must be >= 1, got {v}")
         return cls(
@@ -114,6 +123,7 @@ class IvfState:
             list_blocks=jnp.full((nlist, table_width), -1, jnp.int32),
             list_nblocks=jnp.zeros((nlist,), jnp.int32),
             metric=metric,
+            by_residual=bool(by_residual) and m > 0,
         )
 
     def grown(self, n_blocks: int, table_width: int) -> "IvfState":

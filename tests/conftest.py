@@ -33,3 +33,16 @@ def real_data():
     base = np.load(d / "debian_base.f16.npy").astype(np.float32)
     queries = np.load(d / "debian_queries.f16.npy").astype(np.float32)
     return base, queries
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Every XLA:CPU executable keeps its own memory mappings; the whole suite in one
+    process compiles thousands of programs and ran into the kernel's
+    ``vm.max_map_count`` (65530), after which LLVM crashed mid-compile
+    (a segfault). Modules rarely share shapes, so little is recompiled.
+    """
+    yield
+    jax.clear_caches()

@@ -1,5 +1,6 @@
-"""List-major batch search (``_batch.py``): equal to the query-major path, chunked
-under the memory budget, ties across the shortlist boundary re-run exactly."""
+"""List-major batch search (``_batch.py``): equal to the query-major path (IVF-Flat
+and IVF-PQ), chunked under the memory budget, ties across the shortlist boundary
+re-run exactly."""
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ def _clustered(n, d, centres=20, seed=0):
     c = rng.uniform(-4, 4, (centres, d)).astype(np.float32)
     lab = rng.integers(0, centres, n)
     # uneven clusters: scale spreads so list sizes differ
-    return (c[lab] + rng.standard_normal((n, d)) * (0.3 + 0.1 * (lab % 5))[:, None]).astype(np.float32)
+    return (c[lab] + rng.standard_normal((n, d)) * (0.3 + 0.1 * (lab % 5))[:, None]).astype(
+        np.float32
+    )
 
 
 def _index(metric, x, n_clusters=24, n_probes=6, metas=None):
@@ -38,6 +41,24 @@ def test_list_major_equals_query_major(metric):
     idx = _index(metric, x)
     q = _clustered(300, 24, seed=9)
     for k in (1, 10, 37):
+        (Dl, Il), (Dq, Iq) = _both(idx, q, k)
+        assert np.array_equal(Il, Iq)
+        assert np.array_equal(Dl.view(np.uint32), Dq.view(np.uint32))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "dot_product"])
+@pytest.mark.parametrize("refine", [0, 3])
+def test_pq_list_major_equals_query_major(metric, refine):
+    x = _clustered(3000, 16, seed=12)
+    cfg = IvfConfig(n_clusters=24, n_probes=6, seed=2).with_use_pq(True)
+    cfg = cfg.with_pq_subvectors(4).with_pq_refine_factor(refine)
+    idx = IvfIndex(16, metric, cfg)
+    idx.train(x)
+    idx.insert_batch(list(range(len(x))), x)
+    for i in range(0, 3000, 11):
+        idx.delete(i)
+    q = _clustered(250, 16, seed=13)
+    for k in (1, 10):
         (Dl, Il), (Dq, Iq) = _both(idx, q, k)
         assert np.array_equal(Il, Iq)
         assert np.array_equal(Dl.view(np.uint32), Dq.view(np.uint32))
@@ -92,8 +113,8 @@ def test_auto_picks_list_major_for_big_batches_only():
     assert idx.stats().extra["last_search"]["path"] == "list"
 
 
-@pytest.mark.parametrize(("metric", "pq"), [("manhattan", False), ("euclidean", True)])
-def test_list_path_needs_a_gemm_metric_and_flat(metric, pq):
+@pytest.mark.parametrize(("metric", "pq"), [("manhattan", False), ("manhattan", True)])
+def test_list_path_needs_a_gemm_metric(metric, pq):
     x = _clustered(400, 8, seed=2)
     cfg = IvfConfig(n_clusters=4, n_probes=2, seed=0)
     if pq:
@@ -130,3 +151,20 @@ def test_plan_covers_every_pair_once():
     assert sorted(seen) == sorted(want)
     # each probe's columns end where the next starts, within the row's width
     assert np.all(np.diff(starts, axis=1) >= 0) and np.all(starts[:, -1] <= widths)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "dot_product"])
+@pytest.mark.parametrize("refine", [0, 2])
+def test_residual_pq_list_major_equals_query_major(metric, refine):
+    x = _clustered(3000, 16, seed=14)
+    cfg = IvfConfig(n_clusters=24, n_probes=6, seed=2).with_use_pq(True).with_pq_subvectors(4)
+    cfg = cfg.with_pq_refine_factor(refine).with_pq_by_residual(True)
+    idx = IvfIndex(16, metric, cfg)
+    idx.train(x)
+    idx.insert_batch(list(range(len(x))), x)
+    assert idx.stats().extra["pq_by_residual"] is True
+    q = _clustered(250, 16, seed=15)
+    for k in (1, 10):
+        (Dl, Il), (Dq, Iq) = _both(idx, q, k)
+        assert np.array_equal(Il, Iq)
+        assert np.array_equal(Dl.view(np.uint32), Dq.view(np.uint32))

@@ -399,3 +399,13 @@ def test_kmeans_init_field_builder_and_validation():
     assert cfg.with_kmeans_init("random").kmeans_init == "random"
     with pytest.raises(InvalidConfigError, match="kmeans_init"):
         cfg.with_kmeans_init("bogus").validate()
+
+
+def test_pq_by_residual_field_builder_and_validation():
+    from iqdb_ivf_jax import InvalidConfigError, IvfConfig
+
+    cfg = IvfConfig()
+    assert cfg.pq_by_residual is False
+    assert cfg.with_pq_by_residual(True).pq_by_residual is True
+    with pytest.raises(InvalidConfigError, match="pq_by_residual"):
+        cfg.with_pq_by_residual(1).validate()
