@@ -49,10 +49,16 @@ from jax import lax
 from ._config import Metric
 from ._layout import BlockLayout, pow2_at_least, scan_bucket
 from ._metrics import RESCORE_MARGIN, distances_from_dot, row_norms
-from ._pq import adc_scores, adc_tables, pq_decode
-from ._search import _rescore, adc_kind, decoded_rescore
+from ._pq import adc_scores, adc_tables
+from ._search import (
+    _rescore,
+    adc_kind,
+    decode_rows,
+    decoded_rescore,
+    finish_adc,
+    shortlist_size,
+)
 from ._state import IvfState
-from ._topk import smallest_k
 
 GEMM_METRICS = (Metric.EUCLIDEAN, Metric.COSINE, Metric.DOT_PRODUCT)
 PQ_GEMM_METRICS = (Metric.EUCLIDEAN, Metric.DOT_PRODUCT)
@@ -61,14 +67,6 @@ PQ_GEMM_METRICS = (Metric.EUCLIDEAN, Metric.DOT_PRODUCT)
 def list_path_ok(state: IvfState) -> bool:
     """Whether the list-major path serves this index (its metric has a GEMM form)."""
     return state.metric in (PQ_GEMM_METRICS if state.is_pq else GEMM_METRICS)
-
-
-def shortlist_sizes(state: IvfState, k: int, refine: int, margin: int) -> tuple[int, int]:
-    """``(short, kk)``: the shortlist the query-major path keeps (``k``, or
-    ``refine * k`` for IVF-PQ with refine) and the candidates taken from the
-    score buffer (``short + margin``)."""
-    short = refine * k if state.is_pq and refine > 0 else k
-    return short, short + margin
 
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -132,10 +130,7 @@ def scan_class(
             )
         safe = jnp.maximum(blk, 0)
         if state.is_pq:  # decode: ADC equals the metric on decoded vectors
-            codes = state.codes[safe].reshape(n_blocks * B, -1)
-            x = pq_decode(codes, state.codebooks)
-            if state.by_residual:
-                x = x + state.centroids[lst][None, :]
+            x = decode_rows(state, state.codes[safe].reshape(n_blocks * B, -1), lst)
             xn = jnp.sqrt(jnp.sum(x * x, axis=1))
         else:
             x = state.vectors[safe].reshape(n_blocks * B, -1)
@@ -197,7 +192,7 @@ def merge_rescore(
         their shortlist's last (a run of equal scores crosses the boundary).
     """
     B = state.block_size
-    short = refine * k if state.is_pq and refine > 0 else k
+    short = shortlist_size(state, k, refine)
     neg, pos = lax.optimization_barrier(lax.top_k(-buf, kk))
     key = -neg
     ambiguous = (key[:, kk - 1] < jnp.inf) & (key[:, kk - 1] <= key[:, short - 1])
@@ -220,10 +215,7 @@ def merge_rescore(
             )
         kind = adc_kind(state.metric)
         adc = adc_scores(adc_tables(q, state.codebooks, kind=kind), state.codes[b, rr], kind=kind)
-        if refine == 0:
-            d, p2 = smallest_k(adc, seq, ok, k)
-            return d, jnp.where(p2 >= 0, slot[jnp.maximum(p2, 0)], -1)
-        return _rescore(state, q, adc, seq, ok, slot, k, refine * k)
+        return finish_adc(state, q, adc, seq, ok, slot, k=k, refine=refine)
 
     d, s = jax.vmap(one)(queries, key, pos, probes, starts)
     return d, s, ambiguous
@@ -326,7 +318,7 @@ def list_major_search(
         ``ambiguous`` rows must be re-run on the query-major path.
     """
     nq, P = probes.shape
-    _, kk = shortlist_sizes(state, k, refine, margin)
+    kk = shortlist_size(state, k, refine) + margin
     starts, widths = pair_columns(probes, layout)
     width = max(buffer_width(widths), kk)
     nq_pad = pow2_at_least(nq)

@@ -6,7 +6,7 @@ import enum
 from ._errors import InvalidConfigError, InvalidMetricError
 
 DEFAULT_SEED = 0xDEADBEEFCAFEF00D
-_KMEANS_INITS = ("kmeans++", "random")
+KMEANS_INITS = ("kmeans++", "random")  # k-means starts (``_kmeans.INITS``)
 _U64 = 1 << 64
 
 
@@ -176,9 +176,9 @@ class IvfConfig:
             raise InvalidConfigError(
                 f"kmeans_max_iterations must be >= 1, got {self.kmeans_max_iterations}"
             )
-        if self.kmeans_init not in _KMEANS_INITS:
+        if self.kmeans_init not in KMEANS_INITS:
             raise InvalidConfigError(
-                f"kmeans_init must be one of {_KMEANS_INITS}, got {self.kmeans_init!r}"
+                f"kmeans_init must be one of {KMEANS_INITS}, got {self.kmeans_init!r}"
             )
         if not isinstance(self.pq_by_residual, bool):
             raise InvalidConfigError(f"pq_by_residual must be a bool, got {self.pq_by_residual!r}")

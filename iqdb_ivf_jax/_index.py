@@ -64,6 +64,17 @@ def _residuals(x: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
     return x - centroids[assign(x, centroids, kind)]
 
 
+def _canonical_each(values, canonical, name: str) -> list:
+    """``canonical(v)`` for each value; an error names the first bad position."""
+    out = []
+    for pos, v in enumerate(values):
+        try:
+            out.append(canonical(v))
+        except (TypeError, InvalidConfigError) as e:
+            raise type(e)(f"{name}[{pos}]: {e}") from None
+    return out
+
+
 def _canonical_int_ids(ids) -> list | None:
     """Fast path of :func:`canonical_id` for an integer NumPy array of ids: the ids
     as Python ints, or None to take the general path (other types, or a bad id,
@@ -384,7 +395,7 @@ class IvfIndex:
 
     # ------------------------------------------------------------ bookkeeping
     def _bind_many(self, ids: list, slots: np.ndarray, metas: list, seqs: np.ndarray) -> None:
-        """:meth:`_bind` for a batch (bulk dict and array updates)."""
+        """Record new entries: id <-> slot, seq and metadata (bulk updates)."""
         slot_list = slots.tolist()
         self._id_slot.update(zip(ids, slot_list))
         slot_id = self._slot_id
@@ -449,23 +460,13 @@ class IvfIndex:
             raise TypeError("ids must be a sequence (list, tuple or array) of ids")
         canon = _canonical_int_ids(ids)
         if canon is None:
-            canon = []
-            for pos, i in enumerate(ids):
-                try:
-                    canon.append(canonical_id(i))
-                except (TypeError, InvalidConfigError) as e:
-                    raise type(e)(f"ids[{pos}]: {e}") from None
+            canon = _canonical_each(ids, canonical_id, "ids")
         if metadata is None:
             metas = [None] * len(canon)
         else:
             if isinstance(metadata, dict) or not hasattr(metadata, "__len__"):
                 raise TypeError("metadata must be None or a sequence of dicts/None, one per id")
-            metas = []
-            for pos, m in enumerate(metadata):
-                try:
-                    metas.append(canonical_metadata(m))
-                except (TypeError, InvalidConfigError) as e:
-                    raise type(e)(f"metadata[{pos}]: {e}") from None
+            metas = _canonical_each(metadata, canonical_metadata, "metadata")
         x = as_vector_array(vectors, self._dim, rank=2, what="vectors")
         if not (len(canon) == x.shape[0] == len(metas)):
             raise InvalidConfigError(
@@ -647,6 +648,11 @@ class IvfIndex:
             return self._run_list_major(q, probes, mask, k, live)
         return self._run_query_major(q, probes, mask, k, live)
 
+    @property
+    def _refine(self) -> int:
+        """The PQ re-rank factor the kernels take (0 for IVF-Flat)."""
+        return self._config.pq_refine_factor if self._state.is_pq else 0
+
     def _run_single(self, q, mask, k: int):
         """One IVF-Flat query: probe and scan in one call (no host round trip). The
         static block budget covers the ``n_probes`` largest lists; the scan loop
@@ -686,7 +692,7 @@ class IvfIndex:
                 probes[s0 : s0 + chunk],
                 mask,
                 k=k,
-                refine=self._config.pq_refine_factor if state.is_pq else 0,
+                refine=self._refine,
             )
             D[s0 : s0 + chunk], S[s0 : s0 + chunk] = d, sl
             redo.append(s0 + np.nonzero(amb)[0])
@@ -700,7 +706,7 @@ class IvfIndex:
 
     def _run_query_major(self, q, probes, mask, k: int, live: int):
         state, layout = self._state, self._layout
-        refine = self._config.pq_refine_factor if state.is_pq else 0
+        refine = self._refine
         nq = q.shape[0]
         need = layout.list_nblocks[probes].sum(axis=1)
         order = np.argsort(need, kind="stable")

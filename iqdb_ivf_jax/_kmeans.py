@@ -54,13 +54,14 @@ import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
 
+from ._config import KMEANS_INITS
+
 KIND_L2 = "l2"
 KIND_COSINE = "cosine"
 KIND_DOT = "dot"
 KINDS = (KIND_L2, KIND_COSINE, KIND_DOT)
-INIT_KMEANSPP = "kmeans++"
-INIT_RANDOM = "random"
-INITS = (INIT_KMEANSPP, INIT_RANDOM)
+INITS = KMEANS_INITS
+INIT_KMEANSPP, INIT_RANDOM = INITS
 
 KEY_SCHEME_VERSION = 1
 

@@ -250,6 +250,11 @@ def adc_scores(tables: jax.Array, codes: jax.Array, *, kind: str) -> jax.Array:
     _check_adc_kind(kind)
     idx = codes.astype(jnp.int32)
     total = _ordered_sum([tables[j][idx[..., j]] for j in range(tables.shape[0])])  # [n]
+    return _adc_from_total(total, kind)
+
+
+def _adc_from_total(total: jax.Array, kind: str) -> jax.Array:
+    """The ADC distance from the summed table terms."""
     if kind == "l2":
         return jnp.sqrt(jnp.maximum(total, 0.0))
     if kind == "dot":
@@ -271,8 +276,4 @@ def adc_scores_by_row(
     _check_adc_kind(kind)
     idx = codes.astype(jnp.int32)
     total = _ordered_sum([tables[which, j, idx[..., j]] for j in range(tables.shape[1])])
-    if kind == "l2":
-        return jnp.sqrt(jnp.maximum(total, 0.0))
-    if kind == "dot":
-        return -total
-    return total
+    return _adc_from_total(total, kind)

@@ -103,18 +103,13 @@ def search_one(
     if state.by_residual:
         row_list = jnp.repeat(probes[blk_probe], B)
         approx = _residual_adc(state, q, probes, jnp.repeat(blk_probe, B), codes, kind)
-        short = refine * k if refine else k
-        _, pos = smallest_k(approx, seq, ok, short + RESCORE_MARGIN)
+        _, pos = smallest_k(approx, seq, ok, shortlist_size(state, k, refine) + RESCORE_MARGIN)
         p = jnp.maximum(pos, 0)
         return decoded_rescore(
             state, q, slot_of[p], row_list[p], codes[p], seq[p], pos >= 0, k=k, refine=refine
         )
-    tables = adc_tables(q, state.codebooks, kind=kind)
-    approx = adc_scores(tables, codes, kind=kind)
-    if refine == 0:
-        dist, pos = smallest_k(approx, seq, ok, k)
-        return dist, jnp.where(pos >= 0, slot_of[pos], -1)
-    return _rescore(state, q, approx, seq, ok, slot_of, k, refine * k)
+    approx = adc_scores(adc_tables(q, state.codebooks, kind=kind), codes, kind=kind)
+    return finish_adc(state, q, approx, seq, ok, slot_of, k=k, refine=refine)
 
 
 def _residual_adc(state, q, probes, row_probe, codes, kind: str) -> jax.Array:
@@ -136,16 +131,37 @@ def _residual_adc(state, q, probes, row_probe, codes, kind: str) -> jax.Array:
     return adc_scores_by_row(tables, row_probe, codes, kind=kind)
 
 
+def shortlist_size(state: IvfState, k: int, refine: int) -> int:
+    """Candidates a search keeps before its final re-score: ``refine * k`` for
+    IVF-PQ with refine, else ``k``."""
+    return refine * k if state.is_pq and refine > 0 else k
+
+
+def decode_rows(state: IvfState, codes: jax.Array, lists: jax.Array) -> jax.Array:
+    """PQ-decoded vectors ``f32[n, d]`` of ``codes`` ``u8[n, M]``; with residual
+    codes plus the centroid of ``lists`` (``i32[n]``, or one list ``i32[]``)."""
+    dec = pq_decode(codes, state.codebooks)
+    if not state.by_residual:
+        return dec
+    cents = state.centroids[lists]
+    return dec + (cents[None, :] if cents.ndim == 1 else cents)
+
+
+def finish_adc(state, q, adc, seq, ok, slots, *, k: int, refine: int):
+    """Finish an IVF-PQ search from candidates scored by ADC: the best ``k`` by
+    ``(ADC, seq)``, or with ``refine`` the best ``refine * k`` re-scored exactly."""
+    if refine == 0:
+        d, p = smallest_k(adc, seq, ok, k)
+        return d, jnp.where(p >= 0, slots[jnp.maximum(p, 0)], -1)
+    return _rescore(state, q, adc, seq, ok, slots, k, refine * k)
+
+
 def decoded_rescore(state, q, slots, lists, codes, seq, ok, *, k: int, refine: int):
     """Finish a residual-PQ search from candidates: their ADC distance is the
-    exact metric to the decoded vector ``centroid + decode(code)``; keep the best
-    ``k`` by it, or (``refine``) re-score the best ``refine * k`` on raw vectors."""
-    dec = pq_decode(codes, state.codebooks) + state.centroids[lists]
+    exact metric to the decoded vector ``centroid + decode(code)``."""
+    dec = decode_rows(state, codes, lists)
     adc = distances(q, dec, jnp.zeros(dec.shape[:-1], jnp.float32), state.metric)
-    if refine == 0:
-        d, p2 = smallest_k(adc, seq, ok, k)
-        return d, jnp.where(p2 >= 0, slots[jnp.maximum(p2, 0)], -1)
-    return _rescore(state, q, adc, seq, ok, jnp.where(ok, slots, -1), k, refine * k)
+    return finish_adc(state, q, adc, seq, ok, slots, k=k, refine=refine)
 
 
 def _scan_blocks(state: IvfState, q: jax.Array, blocks: jax.Array, n: jax.Array) -> jax.Array:
