@@ -262,7 +262,7 @@ class IvfIndex:
         idx = subsample_indices(x.shape[0], cfg.training_sample_size, cfg.seed)
         ws = x[idx]
         n_pad = pow2_at_least(ws.shape[0], 256)
-        xp = _pad_rows(ws, n_pad)
+        xp = _kernels.device_rows(ws, n_pad)
         mask = np.arange(n_pad) < ws.shape[0]
         res = kmeans_fit(
             xp,
@@ -332,7 +332,7 @@ class IvfIndex:
             return
         ids, x, metas, seqs = self._live_entries()
         self._check_train_sizes(x.shape[0])
-        res, codebooks, n_ws = self._fit(x)
+        res, codebooks, _ = self._fit(x)
         block = _choose_block_size(x.shape[0], self._config.n_clusters)
         next_seq = self._next_seq
         self._install(res, codebooks, block, ids, x, metas, seqs)
@@ -360,14 +360,12 @@ class IvfIndex:
             by_residual=self._config.pq_by_residual,
             block_size=block,
         )
-        labels, norms, codes = self._prepare(state, x)
+        labels, rows = self._prepare(state, x)
         order = np.lexsort((np.asarray(seqs, np.int64), labels)) if n else np.zeros(0, np.int64)
         slots = np.empty(n, np.int64)
         slots[order] = layout.allocate(labels[order])
         state = state.grown(layout.n_blocks, layout.width)
-        state = _kernels.write_rows(
-            state, slots, x, norms, codes, np.asarray(seqs, np.int64), donate=True
-        )
+        state = _kernels.write_rows(state, slots, *rows, np.asarray(seqs, np.int64), donate=True)
         state = state.replace(**_kernels.table_arrays(layout))
         # -- commit (nothing below can fail on valid input)
         self._state, self._layout, self._state_exported = state, layout, False
@@ -380,18 +378,18 @@ class IvfIndex:
         self._next_seq = int(max(seqs)) + 1 if n else 0
 
     def _prepare(self, state: IvfState, x: np.ndarray):
-        """Lists, norms and PQ codes of rows ``x`` (host arrays)."""
+        """Lists (host ``int64[n]``) of rows ``x``, and the padded device rows,
+        norms and PQ codes that :func:`_kernels.write_rows` takes."""
         n = x.shape[0]
         if n == 0:
-            return (
-                np.zeros(0, np.int64),
+            return np.zeros(0, np.int64), (
+                x,
                 np.zeros(0, np.float32),
                 np.zeros((0, state.codes.shape[-1]), np.uint8),
             )
-        n_pad = pow2_at_least(n, MIN_ROWS)
-        out = _kernels.prepare_rows(state, _pad_rows(x, n_pad))
-        labels, norms, codes = (np.asarray(a)[:n] for a in out)
-        return labels.astype(np.int64), norms, codes
+        xd = _kernels.device_rows(x, _kernels.padded_rows(n))
+        labels, norms, codes = _kernels.prepare_rows(state, xd)
+        return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes)
 
     # ------------------------------------------------------------ bookkeeping
     def _bind_many(self, ids: list, slots: np.ndarray, metas: list, seqs: np.ndarray) -> None:
@@ -491,7 +489,7 @@ class IvfIndex:
                 f"sequence numbers exhausted ({SEQ_LIMIT}); retrain() into a new index"
             )
         state = self._state
-        labels, norms, codes = self._prepare(state, x)
+        labels, rows = self._prepare(state, x)
         layout = self._layout.copy()
         order = np.argsort(labels, kind="stable")  # a batch fills each list's blocks contiguously
         slots = np.empty(n, np.int64)
@@ -500,7 +498,7 @@ class IvfIndex:
         donate = self._donate()
         if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
             state, donate = state.grown(layout.n_blocks, layout.width), True
-        state = _kernels.write_rows(state, slots, x, norms, codes, seqs, donate=donate)
+        state = _kernels.write_rows(state, slots, *rows, seqs, donate=donate)
         state = state.replace(**_kernels.table_arrays(layout))
         # -- commit
         self._state, self._layout = state, layout

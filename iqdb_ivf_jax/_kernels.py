@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._assign import assign, coarse_kind
+from ._assign import MIN_ROWS, assign, coarse_kind
 from ._layout import BlockLayout, pow2_at_least
 from ._metrics import row_norms
 from ._pq import pq_encode
@@ -68,15 +68,42 @@ def _split(state: IvfState, slots: np.ndarray, n_pad: int):
     return b, r
 
 
+def padded_rows(n: int) -> int:
+    """Rows a batch of ``n`` is padded to (a power of two, at least ``MIN_ROWS``)."""
+    return pow2_at_least(n, MIN_ROWS)
+
+
+def device_rows(x: np.ndarray, n_pad: int) -> jax.Array:
+    """``x`` zero-padded to ``n_pad`` rows, on the device, with one host copy.
+
+    The padded copy is 64-byte aligned, so on CPU the device array aliases it
+    (``may_alias``) instead of copying again; nothing else holds the copy.
+    """
+    itemsize = np.dtype(np.float32).itemsize
+    nbytes = n_pad * int(np.prod(x.shape[1:], dtype=np.int64)) * itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    out = raw[off : off + nbytes].view(np.float32).reshape((n_pad,) + x.shape[1:])
+    out[: x.shape[0]] = x
+    out[x.shape[0] :] = 0.0
+    return jax.device_put(out, may_alias=True)
+
+
 def write_rows(state, slots, x, norms, codes, seqs, *, donate: bool) -> IvfState:
-    """Scatter rows into ``slots``; with ``donate`` the old arrays are reused."""
+    """Scatter rows into ``slots``; with ``donate`` the old arrays are reused.
+
+    ``x``, ``norms`` and ``codes`` hold ``len(slots)`` rows, or are already padded
+    to :func:`padded_rows` (as :func:`prepare_rows` returns them on the device).
+    """
     n = len(slots)
     if n == 0:
         return state
-    n_pad = pow2_at_least(n)
+    n_pad = padded_rows(n)
     b, r = _split(state, np.asarray(slots), n_pad)
 
     def pad(a, dtype):
+        if a.shape[0] == n_pad:
+            return a
         out = np.zeros((n_pad,) + a.shape[1:], dtype)
         out[:n] = a
         return out

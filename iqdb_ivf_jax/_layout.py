@@ -56,7 +56,9 @@ class BlockLayout:
 
     def copy(self) -> "BlockLayout":
         new = BlockLayout.__new__(BlockLayout)
-        new.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()})
+        new.__dict__.update(
+            {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        )
         new.holes = [list(h) for h in self.holes]
         return new
 
@@ -72,7 +74,54 @@ class BlockLayout:
             self.list_blocks = np.concatenate([self.list_blocks, pad], axis=1)
 
     def allocate(self, labels: np.ndarray) -> np.ndarray:
-        """Give each row (of list ``labels[i]``) a slot; returns ``int64[n]``."""
+        """Give each row (of list ``labels[i]``) a slot; returns ``int64[n]``.
+
+        Rows are served in order: a list's holes first (last freed first), then
+        the free tail of its last block, then new blocks from the pool.
+        """
+        labels = np.asarray(labels, np.int64)
+        if labels.size and np.all(labels[1:] >= labels[:-1]):
+            return self._allocate_sorted(labels)
+        return self._allocate_rows(labels)
+
+    def _allocate_sorted(self, labels: np.ndarray) -> np.ndarray:
+        """:meth:`allocate` for non-decreasing labels, one step per list."""
+        B = self.block_size
+        slots = np.empty(len(labels), np.int64)
+        lists, starts, counts = np.unique(labels, return_index=True, return_counts=True)
+        for lab, at, c in zip(lists.tolist(), starts.tolist(), counts.tolist()):
+            holes = self.holes[lab]
+            h = min(c, len(holes))
+            if h:
+                slots[at : at + h] = holes[: -h - 1 : -1]
+                del holes[-h:]
+                self.n_holes -= h
+            at, rest = at + h, c - h
+            nb = int(self.list_nblocks[lab])
+            last = int(self.list_blocks[lab, nb - 1]) if nb else -1
+            if rest and last >= 0 and self.block_fill[last] < B:
+                fill = int(self.block_fill[last])
+                t = min(rest, B - fill)
+                slots[at : at + t] = last * B + fill + np.arange(t)
+                self.block_fill[last] = fill + t
+                at, rest = at + t, rest - t
+            if rest:
+                nnew = -(-rest // B)
+                first = self.n_used_blocks
+                self._ensure(first + nnew, nb + nnew)
+                blocks = np.arange(first, first + nnew, dtype=np.int32)
+                self.n_used_blocks += nnew
+                self.list_blocks[lab, nb : nb + nnew] = blocks
+                self.list_nblocks[lab] = nb + nnew
+                self.block_list[blocks] = lab
+                self.block_fill[blocks] = B
+                self.block_fill[blocks[-1]] = rest - (nnew - 1) * B
+                slots[at : at + rest] = first * B + np.arange(rest)
+            self.list_live[lab] += c
+        return slots
+
+    def _allocate_rows(self, labels: np.ndarray) -> np.ndarray:
+        """:meth:`allocate`, one row at a time."""
         B = self.block_size
         slots = np.empty(len(labels), np.int64)
         for i, lab in enumerate(labels.tolist()):

@@ -34,3 +34,19 @@ def test_growth_is_geometric_and_copy_is_independent():
     assert lay.list_live[0] == 100
     blocks = lay.list_blocks[0, : lay.list_nblocks[0]]
     assert len(set(blocks.tolist())) == 50
+
+
+def test_sorted_allocation_equals_row_by_row():
+    rng = np.random.default_rng(3)
+    fast, slow = BlockLayout(n_lists=7, block_size=4), BlockLayout(n_lists=7, block_size=4)
+    for step in range(6):
+        labels = np.sort(rng.integers(0, 7, size=int(rng.integers(1, 40))))
+        a, b = fast.allocate(labels), slow._allocate_rows(labels)
+        np.testing.assert_array_equal(a, b)
+        for lay in (fast, slow):
+            for s in a[:: 3 + step].tolist():
+                lay.release(int(s))
+        for name in ("list_blocks", "list_nblocks", "block_list", "block_fill", "list_live"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
+        assert fast.holes == slow.holes and fast.n_holes == slow.n_holes
+        assert fast.n_used_blocks == slow.n_used_blocks

@@ -1,0 +1,38 @@
+"""Fast assignment (large-tile ranking + re-check of near ties) equals the
+batch-invariant top-1 probe bit for bit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iqdb_ivf_jax._assign import KIND_COSINE, KIND_DOT, KIND_L2, assign, probe
+
+
+def _data(seed=0, n=5000, d=24, k=40):
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((k, d)).astype(np.float32)
+    x = (c[rng.integers(0, k, n)] + 0.7 * rng.standard_normal((n, d))).astype(np.float32)
+    # exact and near ties: midpoints of two centroids, nudged by a few ulps
+    mid = 0.5 * (c[rng.integers(0, k, 300)] + c[rng.integers(0, k, 300)])
+    x[:300] = mid + np.float32(1e-7) * rng.standard_normal(mid.shape).astype(np.float32)
+    x[300:310] = c[:10]  # rows equal to a centroid
+    x[310] = 0.0
+    return x, c
+
+
+@pytest.mark.parametrize("kind", [KIND_L2, KIND_DOT, KIND_COSINE])
+def test_fast_assign_equals_top1_probe(kind):
+    x, c = _data()
+    got = np.asarray(assign(jnp.asarray(x), jnp.asarray(c), kind))
+    want = np.asarray(jax.jit(lambda a, b: probe(a, b, kind, 1)[:, 0])(x, c))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_fast_assign_with_more_unsure_rows_than_its_buffer():
+    x, c = _data(seed=1)
+    c[1] = c[0]
+    x[:] = c[0] + np.float32(1e-3) * x  # every row ties centroids 0 and 1: all are re-checked
+    got = np.asarray(assign(jnp.asarray(x), jnp.asarray(c), KIND_L2))
+    want = np.asarray(jax.jit(lambda a, b: probe(a, b, KIND_L2, 1)[:, 0])(x, c))
+    np.testing.assert_array_equal(got, want)
