@@ -71,3 +71,28 @@ def smallest_k(
         out_d = jnp.concatenate([out_d, jnp.full((k - kk,), jnp.inf, jnp.float32)])
         out_i = jnp.concatenate([out_i, jnp.full((k - kk,), -1, jnp.int32)])
     return out_d, out_i
+
+
+def smallest_k_rows(x: jax.Array, k: int, chunk: int = 32) -> tuple[jax.Array, jax.Array]:
+    """Per row of ``f32[n, L]``, the ``k`` smallest values and their positions,
+    best first: ``lax.top_k(-x, k)`` (negated back), in two cheaper stages.
+
+    XLA CPU's ``top_k`` costs several ns per element, so rows are cut into
+    chunks of ``chunk`` columns, the ``k`` chunks with the smallest minima are
+    kept (in column order) and ``top_k`` runs over their ``k * chunk`` values
+    only. Every one of the ``k`` smallest values lies in those chunks (a value in
+    any other chunk has ``k`` chunk minima at or below it), so the values are
+    exactly ``top_k``'s. Positions match too, except that among values equal to
+    the ``k``-th one a later column may be returned. NaN-free input.
+    """
+    n, L = x.shape
+    if L % chunk or L < 4 * k * chunk:
+        neg, pos = lax.optimization_barrier(lax.top_k(-x, k))
+        return -neg, pos
+    c = x.reshape(n, L // chunk, chunk)
+    _, ci = lax.optimization_barrier(lax.top_k(-jnp.min(c, axis=2), k))
+    ci = jnp.sort(ci, axis=1)
+    g = jnp.take_along_axis(c, ci[:, :, None], axis=1).reshape(n, k * chunk)
+    neg, j = lax.optimization_barrier(lax.top_k(-g, k))
+    pos = jnp.take_along_axis(ci, j // chunk, axis=1) * chunk + j % chunk
+    return -neg, pos.astype(jnp.int32)

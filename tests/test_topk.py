@@ -82,3 +82,26 @@ def test_large_seqs_keep_integer_order():
     d = jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, np.nan], jnp.float32)
     _, i = smallest_k(d, s, jnp.ones(6, bool), 6)
     assert list(np.asarray(i)) == [2, 3, 4, 1, 0, 5]
+
+
+def test_smallest_k_rows_matches_top_k():
+    import jax
+    import numpy as np
+    from jax import lax
+
+    from iqdb_ivf_jax._topk import smallest_k_rows
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9, 4096)).astype(np.float32)
+    x[:, 3000:] = np.inf  # buffer padding
+    x[1, :200] = 0.25  # equal values across the boundary of k
+    x[2] = np.round(x[2], 1)  # many ties
+    for k in (1, 10, 26):
+        vals, pos = jax.jit(smallest_k_rows, static_argnums=1)(x, k)
+        neg, want_pos = lax.top_k(-x, k)
+        np.testing.assert_array_equal(np.asarray(vals), -np.asarray(neg))
+        np.testing.assert_array_equal(np.take_along_axis(x, np.asarray(pos), 1), np.asarray(vals))
+        # positions agree except among values equal to the k-th
+        kth = np.asarray(vals)[:, -1:]
+        strict = np.asarray(vals) < kth
+        np.testing.assert_array_equal(np.asarray(pos)[strict], np.asarray(want_pos)[strict])
