@@ -72,7 +72,7 @@ def test_vmap_equals_loop():
     d = rng.integers(0, 4, (5, 32)).astype(np.float32)
     s = np.tile(rng.permutation(32).astype(np.int32), (5, 1))
     v = rng.random((5, 32)) > 0.2
-    bd, bi = jax.vmap(lambda a, b, c: smallest_k(a, b, c, 7))(d, s, v)
+    _, bi = jax.vmap(lambda a, b, c: smallest_k(a, b, c, 7))(d, s, v)
     for r in range(5):
         assert list(np.asarray(bi[r])) == oracle(d[r], s[r], v[r], 7)
 
