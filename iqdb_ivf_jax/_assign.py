@@ -43,7 +43,9 @@ def coarse_kind(metric: Metric) -> str:
     return KIND_L2
 
 
-def centroid_scores(q: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
+def centroid_scores(
+    q: jax.Array, centroids: jax.Array, kind: str, c_sq: jax.Array | None = None
+) -> jax.Array:
     """Smaller-is-better scores of queries ``f32[d]`` or ``f32[n, d]`` against the
     centroids: ``f32[nlist]`` or ``f32[n, nlist]``.
 
@@ -51,16 +53,19 @@ def centroid_scores(q: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
     fixed 16-row matrix product, so a row's bits do not depend on the batch size
     or on ``jax.vmap`` (XLA CPU rounds products of different sizes differently).
     """
-    return coarse_scores(q, centroids, kind=kind)
+    return coarse_scores(q, centroids, kind=kind, c_sq=c_sq)
 
 
-def probe(q: jax.Array, centroids: jax.Array, kind: str, n_probes: int) -> jax.Array:
+def probe(
+    q: jax.Array, centroids: jax.Array, kind: str, n_probes: int, c_sq: jax.Array | None = None
+) -> jax.Array:
     """The ``n_probes`` best lists, best first: ``i32[n_probes]`` for one query
     ``f32[d]``, ``i32[n, n_probes]`` for ``f32[n, d]``.
 
     Equal scores go to the lower cluster id (``lax.top_k`` is stable).
     """
-    _, idx = lax.optimization_barrier(lax.top_k(-centroid_scores(q, centroids, kind), n_probes))
+    scores = centroid_scores(q, centroids, kind, c_sq)
+    _, idx = lax.optimization_barrier(lax.top_k(-scores, n_probes))
     return idx.astype(jnp.int32)
 
 
@@ -104,7 +109,9 @@ def _fast_tile(x, centroids, c_sq, c_sq_max, kind):
 
 
 @functools.partial(jax.jit, static_argnames=("kind",))
-def assign(x: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
+def assign(
+    x: jax.Array, centroids: jax.Array, kind: str, c_sq: jax.Array | None = None
+) -> jax.Array:
     """The list of each row of ``f32[n, d]``: its top-1 probe, ``i32[n]``.
 
     Equal, bit for bit, to ``probe(x, centroids, kind, 1)[:, 0]`` (see the module
@@ -115,10 +122,10 @@ def assign(x: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
     """
     n = x.shape[0]
     if n <= 4 * _FAST_TILE:
-        return probe(x, centroids, kind, 1)[:, 0]
+        return probe(x, centroids, kind, 1, c_sq)[:, 0]
     x = jnp.asarray(x, jnp.float32)
     centroids = jnp.asarray(centroids, jnp.float32)
-    c_sq = _isolated_sq_norms(centroids)
+    c_sq = _isolated_sq_norms(centroids) if c_sq is None else c_sq
     nt = -(-n // _FAST_TILE)
     xp = jnp.pad(x, [(0, nt * _FAST_TILE - n), (0, 0)])
     out = _map_tiles(
@@ -132,12 +139,12 @@ def assign(x: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
 
     def recheck_some(_):
         rows = jnp.nonzero(unsure, size=cap, fill_value=0)[0]
-        lab = probe(x[rows], centroids, kind, 1)[:, 0]
+        lab = probe(x[rows], centroids, kind, 1, c_sq)[:, 0]
         rows = jnp.where(jnp.arange(cap) < count, rows, n)
         return best.at[rows].set(lab, mode="drop")
 
     def recheck_all(_):
-        return probe(x, centroids, kind, 1)[:, 0]
+        return probe(x, centroids, kind, 1, c_sq)[:, 0]
 
     return lax.cond(count > cap, recheck_all, recheck_some, None)
 

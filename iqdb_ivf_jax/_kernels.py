@@ -27,7 +27,7 @@ class Fitted(NamedTuple):
 @jax.jit
 def prepare_rows(state: IvfState, x: jax.Array):
     """``f32[n, d]`` -> ``(lists i32[n], norms f32[n], codes u8[n, M])``."""
-    labels = assign(x, state.centroids, coarse_kind(state.metric))
+    labels = assign(x, state.centroids, coarse_kind(state.metric), state.centroid_sq)
     if state.is_pq:
         target = x - state.centroids[labels] if state.by_residual else x
         codes = pq_encode(target, state.codebooks)

@@ -307,8 +307,17 @@ def _score_fn(kind: str) -> Callable:
     return functools.partial(_score_tile, kind=kind)
 
 
+@jax.jit
+def centroid_sq_norms(centroids: jax.Array) -> jax.Array:
+    """``f32[nlist]`` squared norms of the centroids, as :func:`coarse_scores`
+    computes them when not given (keep them with the centroids to skip that)."""
+    return _isolated_sq_norms(jnp.asarray(centroids, jnp.float32))
+
+
 @functools.partial(jax.jit, static_argnames=("kind",))
-def coarse_scores(q: jax.Array, centroids: jax.Array, *, kind: str) -> jax.Array:
+def coarse_scores(
+    q: jax.Array, centroids: jax.Array, *, kind: str, c_sq: jax.Array | None = None
+) -> jax.Array:
     """Coarse criterion scores (behaviour §4a), smaller is better.
 
     Used for assignment (insert) and probing (search) alike, so a stored vector's
@@ -324,6 +333,9 @@ def coarse_scores(q: jax.Array, centroids: jax.Array, *, kind: str) -> jax.Array
             ``"cosine"``: ``1 - q.c / (||q|| ||c||)`` clamped to ``[0, 2]``, 1.0
             when the norm product is ``<= 1.1754944e-38`` (a zero query scores 1.0
             everywhere); ``"dot"``: ``-q.c``.
+        c_sq: optional ``f32[nlist]`` centroid squared norms from
+            :func:`centroid_sq_norms` (computed here when omitted; passing them
+            saves a reduction over the centroids per call).
 
     Returns:
         ``f32[nlist]`` for one query, ``f32[n, nlist]`` for a batch.
@@ -338,7 +350,7 @@ def coarse_scores(q: jax.Array, centroids: jax.Array, *, kind: str) -> jax.Array
     g = _batch_invariant(_score_fn(kind), _SCORE_TILE)
     q = jnp.asarray(q, jnp.float32)
     centroids = jnp.asarray(centroids, jnp.float32)
-    c_sq = _isolated_sq_norms(centroids)
+    c_sq = _isolated_sq_norms(centroids) if c_sq is None else jnp.asarray(c_sq, jnp.float32)
     if q.ndim == 1:
         return g(q[None, :], centroids, c_sq)[0]
     if q.ndim != 2:

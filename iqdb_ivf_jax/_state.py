@@ -16,6 +16,7 @@ import numpy as np
 
 from ._config import Metric
 from ._errors import InvalidConfigError
+from ._kmeans import centroid_sq_norms
 
 
 @jax.tree_util.register_dataclass
@@ -33,6 +34,9 @@ class IvfState:
         valid: ``bool[n_blocks, B]`` live rows.
         list_blocks: ``i32[nlist, W]`` blocks of each list, ``-1`` padded.
         list_nblocks: ``i32[nlist]`` blocks in use per list.
+        centroid_sq: ``f32[nlist]`` squared centroid norms
+            (:func:`_kmeans.centroid_sq_norms`), kept so that probing and
+            assignment share one copy; ``replace(centroids=...)`` recomputes it.
         metric: the index :class:`Metric`.
         by_residual: static; PQ codes encode ``x - centroids[list]``.
     """
@@ -46,6 +50,7 @@ class IvfState:
     valid: jax.Array
     list_blocks: jax.Array
     list_nblocks: jax.Array
+    centroid_sq: jax.Array
     metric: Metric = dataclasses.field(metadata=dict(static=True))
     by_residual: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
@@ -74,6 +79,8 @@ class IvfState:
         return self.codebooks.shape[0] > 0
 
     def replace(self, **changes) -> "IvfState":
+        if "centroids" in changes and "centroid_sq" not in changes:
+            changes["centroid_sq"] = centroid_sq_norms(changes["centroids"])
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -122,6 +129,7 @@ class IvfState:
             valid=jnp.zeros((n_blocks, block_size), bool),
             list_blocks=jnp.full((nlist, table_width), -1, jnp.int32),
             list_nblocks=jnp.zeros((nlist,), jnp.int32),
+            centroid_sq=centroid_sq_norms(centroids),
             metric=metric,
             by_residual=bool(by_residual) and m > 0,
         )

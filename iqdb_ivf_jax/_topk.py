@@ -25,6 +25,25 @@ def _as_ordered_float(key: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(key + _FLOAT_SHIFT, jnp.float32)
 
 
+_CHUNK = 32
+
+
+def _smallest(v: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """The ``k`` smallest of NaN-free ``f32[n]`` and their positions; positions of
+    values equal to the ``k``-th may differ from ``lax.top_k``'s (see
+    :func:`smallest_k_rows`). Long inputs take the two-stage selection."""
+    n = v.shape[0]
+    if n < 4 * k * _CHUNK:
+        # The barriers keep XLA CPU from fusing top_k's consumers into a slow
+        # sort-based lowering (measured ~50x slower without them in jax 0.10.2).
+        neg, idx = lax.optimization_barrier(lax.top_k(-v, k))
+        return -neg, idx
+    pad = -n % _CHUNK
+    vp = jnp.pad(v, (0, pad), constant_values=jnp.inf)
+    vals, idx = smallest_k_rows(vp[None, :], k, _CHUNK)
+    return vals[0], idx[0]
+
+
 def smallest_k(
     dist: jax.Array, seq: jax.Array, valid: jax.Array, k: int
 ) -> tuple[jax.Array, jax.Array]:
@@ -48,16 +67,17 @@ def smallest_k(
     nan = jnp.isnan(dist)
     primary = jnp.where(valid & ~nan, dist, jnp.inf)
     secondary = jnp.where(valid, jnp.where(nan, seq + _NAN_OFFSET, seq), INVALID_KEY)
-    # The barriers keep XLA CPU from fusing top_k's consumers into a slow sort-based
-    # lowering (measured ~50x slower without them in jax 0.10.2).
-    neg, idx_a = lax.optimization_barrier(lax.top_k(-primary, kk))
-    thresh = -neg[kk - 1]
+    vals, idx_a = _smallest(primary, kk)
+    thresh = vals[kk - 1]
     # Everything strictly below the k-th value is in idx_a; fill the rest from the
-    # candidates equal to it, by secondary key.
+    # candidates equal to it, by secondary key (distinct for valid candidates).
     tie_key = jnp.where(primary == thresh, secondary, INVALID_KEY)
-    _, idx_b = lax.optimization_barrier(lax.top_k(-_as_ordered_float(tie_key), kk))
-    keep_a = primary[idx_a] < thresh
-    keep_b = (primary[idx_b] == thresh) & (secondary[idx_b] != INVALID_KEY)
+    _, idx_b = _smallest(_as_ordered_float(tie_key), kk)
+    # (positions past n are padding of the two-stage selection: never kept)
+    keep_a = (idx_a < n) & (primary[jnp.minimum(idx_a, n - 1)] < thresh)
+    idx_b_ok = jnp.minimum(idx_b, n - 1)
+    keep_b = (idx_b < n) & (primary[idx_b_ok] == thresh) & (secondary[idx_b_ok] != INVALID_KEY)
+    idx_a, idx_b = jnp.minimum(idx_a, n - 1), idx_b_ok
     cand = jnp.concatenate([idx_a, idx_b]).astype(jnp.int32)
     keep = jnp.concatenate([keep_a, keep_b])
     k1 = jnp.where(keep, primary[cand], jnp.inf)

@@ -41,7 +41,7 @@ def default_scan_blocks(state: IvfState, n_probes: int) -> int:
 def probe(state: IvfState, query: jax.Array, *, n_probes: int) -> jax.Array:
     """The ``n_probes`` lists ``i32[n_probes]`` a query ``f32[d]`` scans, best first
     (faiss ``quantizer.search``; ties go to the lower list id)."""
-    return _probe(query, state.centroids, coarse_kind(state.metric), n_probes)
+    return _probe(query, state.centroids, coarse_kind(state.metric), n_probes, state.centroid_sq)
 
 
 def search(
