@@ -490,6 +490,110 @@ def _kmeanspp(xt, x_sq, eligible, rank, key, k: int) -> jax.Array:
     return lax.fori_loop(0, k, step, init)[0]
 
 
+_SEED_PENDING = 16  # chosen centres folded into the stored distances per pass
+_SEED_CHECK = 64  # rows re-scored exactly per draw of the lazy seeding
+
+
+def _seed_dists(x, x_sq, c, c_sq, ok):
+    """Squared L2 ``f32[T, P]`` from rows ``x[T, d]`` to centres ``c[P, d]`` in the
+    expanded form, with :func:`_seed_tile`'s rounding-noise rule; ``+inf`` for
+    centres with ``ok == False``."""
+    d = x.shape[1]
+    dc = x_sq[:, None] - 2.0 * jnp.dot(x, c.T, precision=_HIGHEST) + c_sq[None, :]
+    dc = jnp.where(dc > (d * 2.0**-23) * (x_sq[:, None] + c_sq[None, :]), dc, 0.0)
+    return jnp.where(ok[None, :], dc, jnp.inf)
+
+
+def _flush_tile(tile, pend, pend_sq, pend_ok):
+    """Fold the pending centres into a tile's stored distances ``f32[T]``."""
+    x, x_sq, eligible, stored = tile
+    near = jnp.min(_seed_dists(x, x_sq, pend, pend_sq, pend_ok), axis=1)
+    return jnp.where(eligible, jnp.minimum(stored, near), 0.0)
+
+
+def _race_tile(tile, key_data):
+    """``(log_e, bound)`` of a tile for one draw: the row's ``log`` of an Exp(1)
+    draw (``+inf`` if ineligible) and the lower bound ``log_e - log(stored)`` of
+    its race value (the true distance is at most the stored one)."""
+    rank, eligible, stored = tile
+    key = jax.random.wrap_key_data(key_data, impl="threefry2x32")
+    word = jax.random.key_data(jax.vmap(lambda r: jax.random.fold_in(key, r))(rank))[:, 0]
+    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
+    log_e = jnp.where(eligible, jnp.log(-jnp.log1p(-u)), jnp.inf)
+    bound = jnp.where(stored > 0.0, log_e - jnp.log(stored), jnp.inf)
+    return log_e, bound
+
+
+def _kmeanspp_lazy(xt, x_sq, eligible, rank, key, k: int) -> jax.Array:
+    """k-means++ with the draws of :func:`_kmeanspp` (same keys, same race) but
+    the data read once per ``_SEED_PENDING`` centres instead of once per centre.
+
+    Stored distances cover the centres folded in so far; the others wait in a
+    pending buffer. A row's race value ``log_e - log(D)`` is at least
+    ``log_e - log(stored)``, so each draw re-scores exactly only the
+    ``_SEED_CHECK`` rows with the smallest bounds; when the best of them beats the
+    next bound the winner is settled (ties to the lower row, as every candidate
+    with an equal bound is in the set). Otherwise the pending centres are folded
+    in (one GEMM pass) and the draw runs over all rows as in :func:`_kmeanspp`.
+    Distances then come from a ``[rows, P]`` GEMM instead of a GEMV, so they may
+    differ from :func:`_kmeanspp`'s in the last bit; padded rows never matter.
+    """
+    nt, tile, d = xt.shape
+    n = nt * tile
+    P, m = _SEED_PENDING, min(_SEED_CHECK, n - 1)
+    x_flat = xt.reshape(n, d)
+    x_sq_flat = x_sq.reshape(n)
+
+    def flush(stored, pend, pend_sq, n_pend):
+        ok = jnp.arange(P) < n_pend
+        return _map_tiles(_flush_tile, (xt, x_sq, eligible, stored), (pend, pend_sq, ok))
+
+    def keep(stored, *_):
+        return stored
+
+    def step(t, carry):
+        cents, stored, pend, n_pend = carry
+        pend_sq = _isolated_sq_norms(pend)
+        stored = lax.cond(n_pend == P, flush, keep, stored, pend, pend_sq, n_pend)
+        n_pend = jnp.where(n_pend == P, 0, n_pend)
+        kd = jax.random.key_data(jax.random.fold_in(key, t))
+        log_e, bound = _map_tiles(_race_tile, (rank, eligible, stored), (kd,))
+        log_e, bound = log_e.reshape(n), bound.reshape(n)
+        # the m + 1 smallest bounds; the first m, in row order, are re-scored
+        neg, order = lax.optimization_barrier(lax.top_k(-bound, m + 1))
+        next_bound = -neg[m]
+        rows = jnp.sort(order[:m])
+        ok = jnp.arange(P) < n_pend
+        near = jnp.min(_seed_dists(x_flat[rows], x_sq_flat[rows], pend, pend_sq, ok), axis=1)
+        dist = jnp.minimum(stored.reshape(n)[rows], near)
+        score = jnp.where(dist > 0.0, log_e[rows] - jnp.log(dist), jnp.inf)
+        best, at = _min_and_index(score)
+        settled = (t > 0) & (best < jnp.inf) & (best < next_bound)
+
+        def full(stored):
+            stored = lax.cond(t > 0, flush, keep, stored, pend, pend_sq, n_pend)
+            s = stored.reshape(n)
+            race_w = jnp.where(s > 0.0, log_e - jnp.log(s), jnp.inf)
+            race = jnp.where((t > 0) & jnp.any(s > 0.0), race_w, log_e)
+            return stored, _min_and_index(race)[1]  # ties to the lower row
+
+        def fast(stored):
+            return stored, rows[at]
+
+        stored, win = lax.cond(settled, fast, full, stored)
+        n_pend = jnp.where(settled, n_pend, 0)  # ``full`` folded the pending ones in
+        c = x_flat[win]
+        return cents.at[t].set(c), stored, pend.at[n_pend].set(c), n_pend + 1
+
+    init = (
+        jnp.zeros((k, d), jnp.float32),
+        jnp.where(eligible, jnp.inf, 0.0).astype(jnp.float32),
+        jnp.zeros((P, d), jnp.float32),
+        jnp.int32(0),
+    )
+    return lax.fori_loop(0, k, step, init)[0]
+
+
 def _assign_tile(xt, x_sq, c, c_sq, kind):
     """Training assignment of a tile: ``(i32[T] cluster, f32[T] criterion distance)``."""
     dots = jnp.dot(xt, c.T, precision=_HIGHEST)
@@ -595,7 +699,9 @@ def _random_init(x_flat, eligible, rank, key, k: int) -> jax.Array:
     return x_flat[sel]
 
 
-def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP):
+def _kmeans_fit_impl(
+    x, mask, key, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP, lazy=False
+):
     n_pad, d = x.shape
     k, tile = n_clusters, _TRAIN_TILE
     nt = max(1, -(-n_pad // tile))
@@ -617,6 +723,8 @@ def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, ini
     x_sq = _map_tiles(_row_sq_norms, xt)
     if init == INIT_RANDOM:
         cents = _random_init(x_flat, eligible.reshape(-1), rank.reshape(-1), key, k)
+    elif lazy:
+        cents = _kmeanspp_lazy(xt, x_sq, eligible, rank, key, k)
     else:
         cents = _kmeanspp(xt, x_sq, eligible, rank, key, k)
 
@@ -650,7 +758,7 @@ def _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, ini
     jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment", "init")
 )
 def _kmeans_fit_jit(x, mask, key, *, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP):
-    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init)
+    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init, True)
 
 
 def kmeans_fit(
@@ -672,7 +780,9 @@ def kmeans_fit(
        the expanded form; one within its rounding noise, ``<= d * 2**-23 *
        (|x|^2 + |c|^2)``, counts as 0, so copies of a chosen centre are never
        drawn while other points remain. ``"cosine"`` seeds on the normalised rows
-       and skips zero rows (unless all rows are zero).
+       and skips zero rows (unless all rows are zero). The draws read the data
+       once per 16 centres (``_kmeanspp_lazy``: bounds settle most draws from 64
+       rows), not once per centre.
     2. At most ``max_iter`` Lloyd rounds: assign (ties to the lowest centroid),
        replace each centre by the mean of its rows (``"cosine"``: re-normalised; a
        zero mean counts as empty), then re-seed each empty cluster, in index order,

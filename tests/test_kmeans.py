@@ -506,3 +506,27 @@ def test_random_init_with_fewer_eligible_rows_than_clusters():
 def test_bad_init_is_rejected():
     with pytest.raises(ValueError, match="init"):
         kmeans_fit(_blobs(), np.ones(N, bool), coarse_key(0), n_clusters=2, init="kmeans||")
+
+
+@pytest.mark.parametrize("kind", [KIND_L2, KIND_COSINE])
+def test_lazy_kmeanspp_draws_the_same_seeds(kind):
+    """The lazy seeding (one data pass per 16 centres) draws the same rows as the
+    pass-per-centre seeding, duplicates and padding included."""
+    from iqdb_ivf_jax._kmeans import _kmeans_fit_impl
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3000, 12)).astype(np.float32)
+    x[:200] = x[0]  # many copies of one point
+    x[200:260] = 0.0
+    xp = np.zeros((4096, 12), np.float32)
+    xp[:3000] = x
+    mask = np.arange(4096) < 3000
+    out = []
+    for lazy in (False, True):
+        f = jax.jit(
+            lambda a, m, lazy=lazy: _kmeans_fit_impl(
+                a, m, coarse_key(3), 40, 1, kind, 1e-4, True, "kmeans++", lazy
+            )
+        )
+        out.append(np.asarray(f(xp, mask).centroids))
+    np.testing.assert_array_equal(out[0], out[1])
