@@ -146,7 +146,7 @@ class IvfIndex:
         self._state_exported = False
         self._kmeans_iterations = 0
         self._kmeans_inertia: float | None = None
-        self._last_scan: dict | None = None
+        self._last_scan: dict | tuple | None = None
         self._clear_entries()
 
     # ------------------------------------------------------------------ basics
@@ -664,10 +664,19 @@ class IvfIndex:
         d, sl, probes = search_single(
             self._state, q[0], mask, k=k, n_probes=n_probes, scan_blocks=T
         )
-        probes = np.asarray(probes)
-        live = int(layout.list_live[probes].sum())
-        self._record_scan("query", 1, int(nb[probes].sum()) * layout.block_size, live)
+        # scan statistics are computed when stats() asks (no extra transfer here)
+        self._last_scan = (probes, nb.copy(), layout.list_live.copy(), layout.block_size)
         return np.asarray(d)[None], np.asarray(sl).astype(np.int64)[None]
+
+    def _last_search_stats(self) -> dict | None:
+        """``stats().extra["last_search"]``, resolving a single query's deferred record."""
+        if isinstance(self._last_scan, tuple):
+            probes, nb, list_live, block = self._last_scan
+            probes = np.asarray(probes)
+            self._record_scan(
+                "query", 1, int(nb[probes].sum()) * block, int(list_live[probes].sum())
+            )
+        return self._last_scan
 
     def _run_list_major(self, q, probes, mask, k: int, live: int):
         """List-major in chunks whose score buffer fits the memory budget; rows the
@@ -879,7 +888,7 @@ class IvfIndex:
             "capacity": 0 if self._state is None else self._state.n_blocks * self._state.block_size,
             "block_size": None if self._state is None else self._state.block_size,
             "padding_ratio": (self._layout.allocated_rows() / live) if live else None,
-            "last_search": self._last_scan,
+            "last_search": self._last_search_stats(),
             "memory": mem,
         }
         return IndexStats(live, int(sum(mem.values())), None, "ivf", extra)
