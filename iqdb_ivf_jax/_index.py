@@ -209,7 +209,7 @@ class IvfIndex:
     def __contains__(self, id_) -> bool:
         try:
             return canonical_id(id_) in self._id_slot
-        except Exception:
+        except (TypeError, ValueError, OverflowError):  # not an id: never present
             return False
 
     def flush(self) -> None:
