@@ -238,6 +238,11 @@ class ClassUnits:
     unit_off: np.ndarray  # i32[U, tile]
 
 
+def _size_classes(nb: np.ndarray) -> np.ndarray:
+    """Size class (block count rounded by :func:`scan_bucket`; 0 if empty) of each list."""
+    return np.array([scan_bucket(int(b)) if b > 0 else 0 for b in nb.tolist()], np.int64)
+
+
 def pair_columns(probes: np.ndarray, layout: BlockLayout) -> tuple[np.ndarray, np.ndarray]:
     """Score-buffer columns of each (query, probe) pair.
 
@@ -245,9 +250,7 @@ def pair_columns(probes: np.ndarray, layout: BlockLayout) -> tuple[np.ndarray, n
         ``(starts i32[nq, P], widths i64[nq])``: a probe's scores take
         ``scan_bucket(blocks) * B`` columns from its start (0 for an empty list).
     """
-    nb = layout.list_nblocks.astype(np.int64)
-    cls = np.array([scan_bucket(int(b)) if b > 0 else 0 for b in nb], np.int64)
-    rows = cls[probes] * layout.block_size
+    rows = _size_classes(layout.list_nblocks)[probes] * layout.block_size
     ends = np.cumsum(rows, axis=1)
     return (ends - rows).astype(np.int32), ends[:, -1] if ends.size else np.zeros(0, np.int64)
 
@@ -257,37 +260,41 @@ def plan_units(probes: np.ndarray, starts: np.ndarray, layout: BlockLayout) -> l
 
     A class's query tile is the power of two at least its lists' mean query
     count, clamped to ``[MIN_TILE, MAX_TILE]``; a list with more queries than
-    the tile gets several units.
+    the tile gets several units. Within a list, queries keep their batch order.
     """
     nq, P = probes.shape
     lst = probes.reshape(-1).astype(np.int64)
-    qrow = np.repeat(np.arange(nq, dtype=np.int64), P)
-    off = starts.reshape(-1).astype(np.int64)
     nb = layout.list_nblocks.astype(np.int64)
+    list_cls = _size_classes(nb)
     keep = nb[lst] > 0
-    lst, qrow, off = lst[keep], qrow[keep], off[keep]
-    if lst.size == 0:
+    if not keep.any():
         return []
-    order = np.argsort(lst, kind="stable")
+    qrow = np.repeat(np.arange(nq, dtype=np.int64), P)[keep]
+    off = starts.reshape(-1).astype(np.int64)[keep]
+    lst = lst[keep]
+    # pairs sorted by (class, list), queries in batch order within a list
+    order = np.lexsort((lst, list_cls[lst]))
     lst, qrow, off = lst[order], qrow[order], off[order]
-    first = np.searchsorted(lst, lst, side="left")
-    rank = np.arange(lst.size) - first
-    uniq, counts = np.unique(lst, return_counts=True)
-    list_cls = np.array([scan_bucket(int(b)) for b in nb[uniq]], np.int64)
+    cls = list_cls[lst]
+    new_list = np.empty(lst.size, bool)
+    new_list[0] = True
+    new_list[1:] = lst[1:] != lst[:-1]
+    list_start = np.flatnonzero(new_list)
+    rank = np.arange(lst.size) - np.repeat(list_start, np.diff(np.append(list_start, lst.size)))
+    class_edges = np.flatnonzero(np.append(True, cls[1:] != cls[:-1]))
     out = []
-    for c in np.unique(list_cls):
-        in_c = list_cls == c
-        tile = int(np.clip(pow2_at_least(int(np.ceil(counts[in_c].mean()))), MIN_TILE, MAX_TILE))
-        sel = np.isin(lst, uniq[in_c])
-        l_c, q_c, o_c, r_c = lst[sel], qrow[sel], off[sel], rank[sel]
+    for a, b in zip(class_edges, np.append(class_edges[1:], lst.size)):
+        n_lists = int(new_list[a:b].sum())
+        tile = int(np.clip(pow2_at_least(-(-(b - a) // n_lists)), MIN_TILE, MAX_TILE))
+        r_c = rank[a:b]
         new_unit = r_c % tile == 0
         unit_id = np.cumsum(new_unit) - 1
         n_units = int(unit_id[-1]) + 1
         u_q = np.full((n_units, tile), -1, np.int32)
         u_off = np.full((n_units, tile), -1, np.int32)
-        u_q[unit_id, r_c % tile] = q_c
-        u_off[unit_id, r_c % tile] = o_c
-        out.append(ClassUnits(int(c), l_c[new_unit].astype(np.int32), u_q, u_off))
+        u_q[unit_id, r_c % tile] = qrow[a:b]
+        u_off[unit_id, r_c % tile] = off[a:b]
+        out.append(ClassUnits(int(cls[a]), lst[a:b][new_unit].astype(np.int32), u_q, u_off))
     return out
 
 
