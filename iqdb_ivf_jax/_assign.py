@@ -21,13 +21,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._config import Metric
-from ._kmeans import (
-    _isolated_sq_norms,
-    _map_tiles,
-    _min_and_index,
-    _score_tile,
-    coarse_scores,
-)
+from ._kmeans import _score_tile, coarse_scores
+from ._tiles import _isolated_sq_norms, _map_tiles, _min_and_index
 
 KIND_L2 = "l2"
 KIND_COSINE = "cosine"

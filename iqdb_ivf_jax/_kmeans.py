@@ -40,7 +40,8 @@ also under ``jax.vmap`` (a custom batching rule keeps the tiling), so a vector's
 scores have the same bits at insert time (a batch) and at search time (one query):
 a stored vector's own list is its top-1 probe.
 
-See also: ``_pq.py`` (product quantizer), ``_assign.py``.
+See also: ``_tiles.py`` (fixed-tile kernels), ``_seeding.py`` (k-means++ and random
+init), ``_pq.py`` (product quantizer), ``_assign.py``.
 """
 
 import functools
@@ -52,10 +53,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.custom_batching import custom_vmap
-from jax.extend.random import threefry_2x32
 
 from ._config import KMEANS_INITS
+from ._seeding import _kmeanspp, _kmeanspp_lazy, _random_init
+from ._tiles import (
+    _batch_invariant,
+    _isolated_sq_norms,
+    _map_tiles,
+    _max_and_index,
+    _min_and_index,
+    _scan_tiles,
+)
 
 KIND_L2 = "l2"
 KIND_COSINE = "cosine"
@@ -127,20 +135,6 @@ def _row_scores(key: jax.Array, n: int) -> jax.Array:
     return jax.random.key_data(keys)
 
 
-def _fold_in_word(key_data: jax.Array, rows: jax.Array) -> jax.Array:
-    """``u32[n]``: the first word of ``key_data(fold_in(K, r))`` for each row
-    ``r`` of ``rows`` (non-negative ``i32``), ``K`` the threefry key with data
-    ``key_data``.
-
-    ``fold_in(K, r)`` is ``threefry_2x32(K, [0, r])``; all rows go through one
-    ``threefry_2x32`` call (the vmapped ``fold_in`` is the same numbers, but XLA CPU
-    fused it with its consumers ~3x slower).
-    """
-    n = rows.shape[0]
-    counts = jnp.concatenate([jnp.zeros((n,), jnp.uint32), rows.astype(jnp.uint32)])
-    return threefry_2x32(key_data, counts)[:n]
-
-
 def subsample_indices(n: int, cap: int, seed: int) -> np.ndarray:
     """Rows of an ``n``-row sample kept in a training working set of at most ``cap``.
 
@@ -174,117 +168,6 @@ def subsample_indices(n: int, cap: int, seed: int) -> np.ndarray:
     return np.sort(order[:cap]).astype(np.int64)
 
 
-# ---------------------------------------------------------------- fixed-tile rows
-
-
-def _tile_at(tiles, i):
-    return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, 0, keepdims=False), tiles)
-
-
-def _scan_tiles(fn: Callable, init, tiles):
-    """``lax.scan(fn, init, tiles)`` written as a ``fori_loop`` over the tile axis.
-
-    The tiles are read with dynamic indexing, so under ``jax.vmap`` (PQ training)
-    the batched operands are sliced in place; ``lax.scan`` would move the batch
-    axis behind the scanned axis, copying all the data on every call.
-
-    Returns:
-        ``(carry, outs)`` as ``lax.scan`` does.
-    """
-    nt = jax.tree.leaves(tiles)[0].shape[0]
-    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tiles)
-    _, out_spec = jax.eval_shape(fn, init, spec)
-    outs = jax.tree.map(lambda o: jnp.zeros((nt,) + o.shape, o.dtype), out_spec)
-
-    def body(i, state):
-        carry, outs = state
-        carry, out = fn(carry, _tile_at(tiles, i))
-        outs = jax.tree.map(lambda o, r: lax.dynamic_update_index_in_dim(o, r, i, 0), outs, out)
-        return carry, outs
-
-    return lax.fori_loop(0, nt, body, (init, outs))
-
-
-def _map_tiles(fn: Callable, tiles, consts: tuple = ()):
-    """``fn(tile, *consts)`` for each tile along the leading axis of ``tiles``.
-
-    Inputs and outputs of every tile pass through optimisation barriers, so the
-    per-tile computation is compiled alone: a row's bits depend only on the tile
-    shape, never on the number of tiles (XLA:CPU otherwise vectorises a small
-    reduction differently for different outer shapes) nor on the row's position.
-    """
-
-    def body(carry, tile):
-        tile, cs = lax.optimization_barrier((tile, consts))
-        return carry, lax.optimization_barrier(fn(tile, *cs))
-
-    return _scan_tiles(body, (), tiles)[1]
-
-
-def _tile_rows(fn: Callable, x: jax.Array, consts: tuple, tile: int) -> jax.Array:
-    """``fn`` over the rows of ``x[n, ...]`` in tiles of exactly ``tile`` rows.
-
-    ``fn(x_tile[tile, ...], *consts) -> out[tile, ...]``; see :func:`_map_tiles`.
-    """
-    n = x.shape[0]
-    nt = max(1, -(-n // tile))
-    xp = jnp.pad(x, [(0, nt * tile - n)] + [(0, 0)] * (x.ndim - 1))
-    out = _map_tiles(fn, xp.reshape((nt, tile) + x.shape[1:]), consts)
-    return out.reshape((nt * tile,) + out.shape[2:])[:n]
-
-
-def _min_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
-    """``(min, index of its first occurrence)`` along ``axis``.
-
-    Same as ``jnp.min`` and ``jnp.argmin`` for NaN-free input, but written as a
-    ``min`` and an integer ``min``: XLA:CPU runs ``argmin``'s (value, index)
-    reduction serially, ~4x slower. For a NaN row the index is ``v.shape[axis]``.
-    """
-    m = jnp.min(v, axis=axis, keepdims=True)
-    idx = lax.broadcasted_iota(jnp.int32, v.shape, axis % v.ndim)
-    first = jnp.min(jnp.where(v == m, idx, v.shape[axis]), axis=axis)
-    return jnp.squeeze(m, axis=axis), first
-
-
-def _max_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
-    """``(max, index of its first occurrence)`` along ``axis`` (see :func:`_min_and_index`)."""
-    m = jnp.max(v, axis=axis, keepdims=True)
-    idx = lax.broadcasted_iota(jnp.int32, v.shape, axis % v.ndim)
-    first = jnp.min(jnp.where(v == m, idx, v.shape[axis]), axis=axis)
-    return jnp.squeeze(m, axis=axis), first
-
-
-@functools.cache
-def _batch_invariant(fn: Callable, tile: int) -> Callable:
-    """``g(x[n, ...], *consts)``: :func:`_tile_rows` that stays tiled under vmap.
-
-    Under ``jax.vmap`` with unbatched ``consts`` the batch axis is folded into the
-    rows (``[B, n, ...] -> [B * n, ...]``); with batched ``consts`` the batch runs
-    as a ``lax.map``. Either way each row sees the same per-tile computation.
-    """
-
-    @custom_vmap
-    def g(x, *consts):
-        return _tile_rows(fn, x, consts, tile)
-
-    @g.def_vmap
-    def _rule(axis_size, in_batched, x, *consts):
-        x_batched, consts_batched = in_batched[0], in_batched[1:]
-        if not x_batched:
-            x = jnp.broadcast_to(x, (axis_size,) + x.shape)
-        if any(consts_batched):
-            consts = tuple(
-                c if b else jnp.broadcast_to(c, (axis_size,) + c.shape)
-                for c, b in zip(consts, consts_batched)
-            )
-            return lax.map(lambda a: g(a[0], *a[1]), (x, consts)), True
-        b, n = x.shape[:2]
-        out = g(x.reshape((b * n,) + x.shape[2:]), *consts)
-        return out.reshape((b, n) + out.shape[1:]), True
-
-    return g
-
-
 # ------------------------------------------------------------ coarse criterion
 
 
@@ -308,13 +191,6 @@ def _score_tile(q: jax.Array, centroids: jax.Array, c_sq: jax.Array, kind: str) 
     ok = denom > _COSINE_EPS
     cos_d = jnp.clip(1.0 - dots / jnp.where(ok, denom, 1.0), 0.0, 2.0)
     return jnp.where(ok, cos_d, 1.0)
-
-
-def _isolated_sq_norms(c: jax.Array) -> jax.Array:
-    """``f32[k]`` squared row norms of ``c[k, d]``, compiled apart from any context
-    (barriers on both sides), so their bits depend only on ``c``'s shape."""
-    c = lax.optimization_barrier(c)
-    return lax.optimization_barrier(jnp.sum(c * c, axis=1))
 
 
 @functools.cache
@@ -431,182 +307,6 @@ def _row_sq_norms(x: jax.Array) -> jax.Array:
     return jnp.sum(x * x, axis=1)
 
 
-def _seed_tile(tile, c, key_data, t):
-    """One k-means++ pass over a tile, fused with the next draw's race.
-
-    Args:
-        tile: ``(x f32[T, d], x_sq f32[T], eligible bool[T], rank i32[T],
-            min_d f32[T])``.
-        c: ``f32[d]`` the centre chosen last (ignored when ``t == 0``).
-        key_data: ``u32[2]`` the key of the next draw.
-        t: ``i32[]`` the index of the next draw (centres chosen so far).
-
-    Returns:
-        ``(min_d, race_w, race_u)``, each ``f32[T]``: the squared L2 distance to the
-        nearest chosen centre (0 where ineligible), and the exponential-race values
-        of the next draw for weights ``min_d`` and for uniform weights (smallest
-        wins, ``+inf`` never).
-    """
-    x, x_sq, eligible, rank, min_d = tile
-    d = x.shape[1]
-    # Expanded form (a GEMV: ~3x faster than a float row reduction on XLA:CPU).
-    # Values within its rounding noise, ``d * 2**-23 * (|x|^2 + |c|^2)``, count as 0,
-    # so copies of a chosen centre get weight exactly 0.
-    c_sq = jnp.dot(c, c, precision=_HIGHEST)
-    d_c = x_sq - 2.0 * jnp.dot(x, c, precision=_HIGHEST) + c_sq
-    d_c = jnp.where(d_c > (d * 2.0**-23) * (x_sq + c_sq), d_c, 0.0)
-    d_c = jnp.where(t == 1, d_c, jnp.minimum(min_d, d_c))  # t == 1: first centre
-    min_d = jnp.where(t == 0, min_d, jnp.where(eligible, d_c, 0.0))
-    word = _fold_in_word(key_data, rank)
-    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)  # [0, 1)
-    log_e = jnp.log(-jnp.log1p(-u))  # log of an Exp(1) draw
-    race_w = jnp.where(min_d > 0.0, log_e - jnp.log(min_d), jnp.inf)
-    race_u = jnp.where(eligible, log_e, jnp.inf)
-    return min_d, race_w, race_u
-
-
-def _seed_tile_or_skip(tile, c, key_data, t):
-    """:func:`_seed_tile`, skipped (same result) for a tile with no eligible row."""
-
-    def skip(tile, *_):
-        inf = jnp.full(tile[4].shape, jnp.inf, jnp.float32)
-        return tile[4], inf, inf
-
-    return lax.cond(jnp.any(tile[2]), _seed_tile, skip, tile, c, key_data, t)
-
-
-def _kmeanspp(xt, x_sq, eligible, rank, key, k: int) -> jax.Array:
-    """k-means++ seeds ``f32[k, d]`` from the tiles ``xt[nt, T, d]`` (squared-L2 weights).
-
-    Draw ``t`` picks a row with probability ``∝`` its squared distance to the
-    nearest chosen centre (uniformly among the eligible rows for ``t = 0`` or when
-    all those distances are 0) by an exponential race keyed by ``fold_in(key, t)``
-    and the row's rank. Each draw costs one memory-bound pass over the data, which
-    also updates the distances for the centre chosen before.
-    """
-    nt, tile, d = xt.shape
-    x_flat = xt.reshape(nt * tile, d)
-
-    def step(t, carry):
-        cents, min_d, c_prev = carry
-        kd = jax.random.key_data(jax.random.fold_in(key, t))
-        tiles = (xt, x_sq, eligible, rank, min_d)
-        min_d, race_w, race_u = _map_tiles(_seed_tile_or_skip, tiles, (c_prev, kd, t))
-        race = jnp.where(jnp.any(min_d > 0.0), race_w, race_u).reshape(-1)
-        c = x_flat[_min_and_index(race)[1]]  # ties to the lower row
-        return cents.at[t].set(c), min_d, c
-
-    init = (
-        jnp.zeros((k, d), jnp.float32),
-        jnp.zeros((nt, tile), jnp.float32),
-        jnp.zeros((d,), jnp.float32),
-    )
-    return lax.fori_loop(0, k, step, init)[0]
-
-
-_SEED_PENDING = 16  # chosen centres folded into the stored distances per pass
-_SEED_CHECK = 64  # rows re-scored exactly per draw of the lazy seeding
-
-
-def _seed_dists(x, x_sq, c, c_sq, ok):
-    """Squared L2 ``f32[T, P]`` from rows ``x[T, d]`` to centres ``c[P, d]`` in the
-    expanded form, with :func:`_seed_tile`'s rounding-noise rule; ``+inf`` for
-    centres with ``ok == False``."""
-    d = x.shape[1]
-    dc = x_sq[:, None] - 2.0 * jnp.dot(x, c.T, precision=_HIGHEST) + c_sq[None, :]
-    dc = jnp.where(dc > (d * 2.0**-23) * (x_sq[:, None] + c_sq[None, :]), dc, 0.0)
-    return jnp.where(ok[None, :], dc, jnp.inf)
-
-
-def _flush_tile(tile, pend, pend_sq, pend_ok):
-    """Fold the pending centres into a tile's stored distances ``f32[T]``."""
-    x, x_sq, eligible, stored = tile
-    near = jnp.min(_seed_dists(x, x_sq, pend, pend_sq, pend_ok), axis=1)
-    return jnp.where(eligible, jnp.minimum(stored, near), 0.0)
-
-
-def _race_tile(tile, key_data):
-    """``(log_e, bound)`` of a tile for one draw: the row's ``log`` of an Exp(1)
-    draw (``+inf`` if ineligible) and the lower bound ``log_e - log(stored)`` of
-    its race value (the true distance is at most the stored one)."""
-    rank, eligible, stored = tile
-    word = _fold_in_word(key_data, rank)
-    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
-    log_e = jnp.where(eligible, jnp.log(-jnp.log1p(-u)), jnp.inf)
-    bound = jnp.where(stored > 0.0, log_e - jnp.log(stored), jnp.inf)
-    return log_e, bound
-
-
-def _kmeanspp_lazy(xt, x_sq, eligible, rank, key, k: int) -> jax.Array:
-    """k-means++ with the draws of :func:`_kmeanspp` (same keys, same race) but
-    the data read once per ``_SEED_PENDING`` centres instead of once per centre.
-
-    Stored distances cover the centres folded in so far; the others wait in a
-    pending buffer. A row's race value ``log_e - log(D)`` is at least
-    ``log_e - log(stored)``, so each draw re-scores exactly only the
-    ``_SEED_CHECK`` rows with the smallest bounds; when the best of them beats the
-    next bound the winner is settled (ties to the lower row, as every candidate
-    with an equal bound is in the set). Otherwise the pending centres are folded
-    in (one GEMM pass) and the draw runs over all rows as in :func:`_kmeanspp`.
-    Distances then come from a ``[rows, P]`` GEMM instead of a GEMV, so they may
-    differ from :func:`_kmeanspp`'s in the last bit; padded rows never matter.
-    """
-    nt, tile, d = xt.shape
-    n = nt * tile
-    P, m = _SEED_PENDING, min(_SEED_CHECK, n - 1)
-    x_flat = xt.reshape(n, d)
-    x_sq_flat = x_sq.reshape(n)
-
-    def flush(stored, pend, pend_sq, n_pend):
-        ok = jnp.arange(P) < n_pend
-        return _map_tiles(_flush_tile, (xt, x_sq, eligible, stored), (pend, pend_sq, ok))
-
-    def keep(stored, *_):
-        return stored
-
-    def step(t, carry):
-        cents, stored, pend, n_pend = carry
-        pend_sq = _isolated_sq_norms(pend)
-        stored = lax.cond(n_pend == P, flush, keep, stored, pend, pend_sq, n_pend)
-        n_pend = jnp.where(n_pend == P, 0, n_pend)
-        kd = jax.random.key_data(jax.random.fold_in(key, t))
-        log_e, bound = _map_tiles(_race_tile, (rank, eligible, stored), (kd,))
-        log_e, bound = log_e.reshape(n), bound.reshape(n)
-        # the m + 1 smallest bounds; the first m, in row order, are re-scored
-        neg, order = lax.optimization_barrier(lax.top_k(-bound, m + 1))
-        next_bound = -neg[m]
-        rows = jnp.sort(order[:m])
-        ok = jnp.arange(P) < n_pend
-        near = jnp.min(_seed_dists(x_flat[rows], x_sq_flat[rows], pend, pend_sq, ok), axis=1)
-        dist = jnp.minimum(stored.reshape(n)[rows], near)
-        score = jnp.where(dist > 0.0, log_e[rows] - jnp.log(dist), jnp.inf)
-        best, at = _min_and_index(score)
-        settled = (t > 0) & (best < jnp.inf) & (best < next_bound)
-
-        def full(stored):
-            stored = lax.cond(t > 0, flush, keep, stored, pend, pend_sq, n_pend)
-            s = stored.reshape(n)
-            race_w = jnp.where(s > 0.0, log_e - jnp.log(s), jnp.inf)
-            race = jnp.where((t > 0) & jnp.any(s > 0.0), race_w, log_e)
-            return stored, _min_and_index(race)[1]  # ties to the lower row
-
-        def fast(stored):
-            return stored, rows[at]
-
-        stored, win = lax.cond(settled, fast, full, stored)
-        n_pend = jnp.where(settled, n_pend, 0)  # ``full`` folded the pending ones in
-        c = x_flat[win]
-        return cents.at[t].set(c), stored, pend.at[n_pend].set(c), n_pend + 1
-
-    init = (
-        jnp.zeros((k, d), jnp.float32),
-        jnp.where(eligible, jnp.inf, 0.0).astype(jnp.float32),
-        jnp.zeros((P, d), jnp.float32),
-        jnp.int32(0),
-    )
-    return lax.fori_loop(0, k, step, init)[0]
-
-
 def _assign_tile(xt, x_sq, c, c_sq, kind):
     """Training assignment of a tile: ``(i32[T] cluster, f32[T] criterion distance)``."""
     dots = jnp.dot(xt, c.T, precision=_HIGHEST)
@@ -694,19 +394,6 @@ def check_init(init: str) -> None:
     """Raise ``ValueError`` unless ``init`` is one of :data:`INITS`."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-
-
-def _random_init(x_flat, eligible, rank, key, k: int) -> jax.Array:
-    """``k`` distinct eligible rows: those with the smallest draw-0 uniforms (the
-    k-means++ first centre is the first of them). With fewer than ``k`` eligible
-    rows the chosen ones repeat in order."""
-    word = _fold_in_word(jax.random.key_data(jax.random.fold_in(key, 0)), rank)
-    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
-    u = jnp.where(eligible, u, jnp.inf)
-    _, sel = lax.optimization_barrier(lax.top_k(-u, k))  # ties to the lower row
-    n_ok = jnp.maximum(jnp.sum(eligible.astype(jnp.int32)), 1)
-    sel = sel[jnp.arange(k) % jnp.minimum(n_ok, k)]
-    return x_flat[sel]
 
 
 def _kmeans_fit_impl(

@@ -25,13 +25,12 @@ from jax import lax
 from ._kmeans import (
     INIT_KMEANSPP,
     KIND_L2,
-    _batch_invariant,
     _kmeans_fit_impl,
-    _min_and_index,
     _use_segment_sum,
     check_init,
 )
 from ._metrics import no_contract
+from ._tiles import _batch_invariant, _min_and_index
 
 N_CODEWORDS = 256
 ADC_KINDS = ("l2", "dot", "l1")

@@ -1,0 +1,132 @@
+"""Fixed-tile row kernels shared by k-means, assignment and PQ.
+
+XLA:CPU rounds a reduction or a matrix product differently for different operand
+shapes (and vectorises a small reduction differently inside different fusions),
+so a row's float32 bits would depend on how many rows share its call. These
+helpers run a per-tile function on tiles of a fixed size anchored at row 0, with
+optimisation barriers around each tile, so a row's bits depend only on the tile
+shape; :func:`_batch_invariant` keeps that tiling under ``jax.vmap``.
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_batching import custom_vmap
+
+
+def _tile_at(tiles, i):
+    return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, 0, keepdims=False), tiles)
+
+
+def _scan_tiles(fn: Callable, init, tiles):
+    """``lax.scan(fn, init, tiles)`` written as a ``fori_loop`` over the tile axis.
+
+    The tiles are read with dynamic indexing, so under ``jax.vmap`` (PQ training)
+    the batched operands are sliced in place; ``lax.scan`` would move the batch
+    axis behind the scanned axis, copying all the data on every call.
+
+    Returns:
+        ``(carry, outs)`` as ``lax.scan`` does.
+    """
+    nt = jax.tree.leaves(tiles)[0].shape[0]
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tiles)
+    _, out_spec = jax.eval_shape(fn, init, spec)
+    outs = jax.tree.map(lambda o: jnp.zeros((nt,) + o.shape, o.dtype), out_spec)
+
+    def body(i, state):
+        carry, outs = state
+        carry, out = fn(carry, _tile_at(tiles, i))
+        outs = jax.tree.map(lambda o, r: lax.dynamic_update_index_in_dim(o, r, i, 0), outs, out)
+        return carry, outs
+
+    return lax.fori_loop(0, nt, body, (init, outs))
+
+
+def _map_tiles(fn: Callable, tiles, consts: tuple = ()):
+    """``fn(tile, *consts)`` for each tile along the leading axis of ``tiles``.
+
+    Inputs and outputs of every tile pass through optimisation barriers, so the
+    per-tile computation is compiled alone: a row's bits depend only on the tile
+    shape, never on the number of tiles (XLA:CPU otherwise vectorises a small
+    reduction differently for different outer shapes) nor on the row's position.
+    """
+
+    def body(carry, tile):
+        tile, cs = lax.optimization_barrier((tile, consts))
+        return carry, lax.optimization_barrier(fn(tile, *cs))
+
+    return _scan_tiles(body, (), tiles)[1]
+
+
+def _tile_rows(fn: Callable, x: jax.Array, consts: tuple, tile: int) -> jax.Array:
+    """``fn`` over the rows of ``x[n, ...]`` in tiles of exactly ``tile`` rows.
+
+    ``fn(x_tile[tile, ...], *consts) -> out[tile, ...]``; see :func:`_map_tiles`.
+    """
+    n = x.shape[0]
+    nt = max(1, -(-n // tile))
+    xp = jnp.pad(x, [(0, nt * tile - n)] + [(0, 0)] * (x.ndim - 1))
+    out = _map_tiles(fn, xp.reshape((nt, tile) + x.shape[1:]), consts)
+    return out.reshape((nt * tile,) + out.shape[2:])[:n]
+
+
+def _min_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+    """``(min, index of its first occurrence)`` along ``axis``.
+
+    Same as ``jnp.min`` and ``jnp.argmin`` for NaN-free input, but written as a
+    ``min`` and an integer ``min``: XLA:CPU runs ``argmin``'s (value, index)
+    reduction serially, ~4x slower. For a NaN row the index is ``v.shape[axis]``.
+    """
+    m = jnp.min(v, axis=axis, keepdims=True)
+    idx = lax.broadcasted_iota(jnp.int32, v.shape, axis % v.ndim)
+    first = jnp.min(jnp.where(v == m, idx, v.shape[axis]), axis=axis)
+    return jnp.squeeze(m, axis=axis), first
+
+
+def _max_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+    """``(max, index of its first occurrence)`` along ``axis`` (see :func:`_min_and_index`)."""
+    m = jnp.max(v, axis=axis, keepdims=True)
+    idx = lax.broadcasted_iota(jnp.int32, v.shape, axis % v.ndim)
+    first = jnp.min(jnp.where(v == m, idx, v.shape[axis]), axis=axis)
+    return jnp.squeeze(m, axis=axis), first
+
+
+@functools.cache
+def _batch_invariant(fn: Callable, tile: int) -> Callable:
+    """``g(x[n, ...], *consts)``: :func:`_tile_rows` that stays tiled under vmap.
+
+    Under ``jax.vmap`` with unbatched ``consts`` the batch axis is folded into the
+    rows (``[B, n, ...] -> [B * n, ...]``); with batched ``consts`` the batch runs
+    as a ``lax.map``. Either way each row sees the same per-tile computation.
+    """
+
+    @custom_vmap
+    def g(x, *consts):
+        return _tile_rows(fn, x, consts, tile)
+
+    @g.def_vmap
+    def _rule(axis_size, in_batched, x, *consts):
+        x_batched, consts_batched = in_batched[0], in_batched[1:]
+        if not x_batched:
+            x = jnp.broadcast_to(x, (axis_size,) + x.shape)
+        if any(consts_batched):
+            consts = tuple(
+                c if b else jnp.broadcast_to(c, (axis_size,) + c.shape)
+                for c, b in zip(consts, consts_batched)
+            )
+            return lax.map(lambda a: g(a[0], *a[1]), (x, consts)), True
+        b, n = x.shape[:2]
+        out = g(x.reshape((b * n,) + x.shape[2:]), *consts)
+        return out.reshape((b, n) + out.shape[1:]), True
+
+    return g
+
+
+def _isolated_sq_norms(c: jax.Array) -> jax.Array:
+    """``f32[k]`` squared row norms of ``c[k, d]``, compiled apart from any context
+    (barriers on both sides), so their bits depend only on ``c``'s shape."""
+    c = lax.optimization_barrier(c)
+    return lax.optimization_barrier(jnp.sum(c * c, axis=1))
