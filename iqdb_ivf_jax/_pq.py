@@ -115,15 +115,20 @@ def pq_train(
 
 
 def _encode_tile(xt: jax.Array, codebooks: jax.Array) -> jax.Array:
-    """Codes ``u8[T, m]`` of a tile ``f32[T, d]``."""
+    """Codes ``u8[T, m]`` of a tile ``f32[T, d]``.
+
+    Distances are laid out ``[m, 256, T]`` so the codeword minimum reduces a
+    non-minor axis (vectorised across the tile's rows on XLA CPU; the row-minor
+    layout ran ~1.5x slower).
+    """
     m = codebooks.shape[0]
     xs = _split(xt, m)  # [T, m, dsub]
-    dots = jnp.einsum("tmj,mcj->tmc", xs, codebooks, precision=_HIGHEST)
-    x_sq = jnp.sum(xs * xs, axis=2)
-    c_sq = jnp.sum(codebooks * codebooks, axis=2)
-    dist = jnp.maximum(x_sq[:, :, None] - 2.0 * dots + c_sq[None, :, :], 0.0)
-    code = _min_and_index(dist, axis=2)[1]  # ties to the lowest codeword
-    return jnp.minimum(code, N_CODEWORDS - 1).astype(jnp.uint8)
+    dots = jnp.einsum("mcj,tmj->mct", codebooks, xs, precision=_HIGHEST)
+    x_sq = jnp.sum(xs * xs, axis=2)  # [T, m]
+    c_sq = jnp.sum(codebooks * codebooks, axis=2)  # [m, 256]
+    dist = jnp.maximum(x_sq.T[:, None, :] - 2.0 * dots + c_sq[:, :, None], 0.0)
+    code = _min_and_index(dist, axis=1)[1]  # [m, T]; ties to the lowest codeword
+    return jnp.minimum(code, N_CODEWORDS - 1).astype(jnp.uint8).T
 
 
 @jax.jit
