@@ -22,6 +22,7 @@ from jax import lax
 
 from ._config import Metric
 from ._kmeans import _score_tile, coarse_scores
+from ._metrics import COSINE_EPS
 from ._tiles import _isolated_sq_norms, _map_tiles, _min_and_index
 
 KIND_L2 = "l2"
@@ -66,7 +67,6 @@ def probe(
 
 _FAST_TILE = 1024  # rows per large-tile GEMM of the fast ranking
 _U = 2.0**-24  # float32 unit roundoff
-_COSINE_EPS = 1.1754944e-38
 
 
 def _gap_bound(q_sq: jax.Array, c_sq_max: jax.Array, d: int, kind: str) -> jax.Array:
@@ -98,7 +98,7 @@ def _fast_tile(x, centroids, c_sq, c_sq_max, kind):
     unsure = second - best_s <= _gap_bound(q_sq, c_sq_max, x.shape[1], kind)
     if kind == KIND_COSINE:  # a norm product near the cut-off may flip 1.0 <-> cosine
         denom = jnp.sqrt(q_sq)[:, None] * jnp.sqrt(c_sq)[None, :]
-        near = (denom > _COSINE_EPS * 2.0**-8) & (denom < _COSINE_EPS * 2.0**8)
+        near = (denom > COSINE_EPS * 2.0**-8) & (denom < COSINE_EPS * 2.0**8)
         unsure |= jnp.any(near, axis=1)
     return jnp.stack([best, unsure.astype(jnp.int32)], axis=1)
 

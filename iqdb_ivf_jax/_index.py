@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from . import _kernels
-from ._assign import MIN_ROWS, assign, coarse_kind
+from ._assign import assign, coarse_kind
 from ._batch import MIN_TILE, buffer_width, list_major_search, list_path_ok, pair_columns
 from ._config import IvfConfig, Metric
 from ._errors import (
@@ -638,7 +638,7 @@ class IvfIndex:
         probes = np.empty((nq, n_probes), np.int32)
         for s in range(0, nq, _PROBE_CHUNK):
             chunk = q[s : s + _PROBE_CHUNK]
-            n_pad = pow2_at_least(chunk.shape[0], MIN_ROWS)
+            n_pad = _kernels.padded_rows(chunk.shape[0])
             p = probe_batch(state, _pad_rows(chunk, n_pad), n_probes=n_probes)
             probes[s : s + chunk.shape[0]] = np.asarray(p)[: chunk.shape[0]]
         live = int(layout.list_live[probes].sum())

@@ -55,6 +55,7 @@ import numpy as np
 from jax import lax
 
 from ._config import KMEANS_INITS
+from ._metrics import COSINE_EPS
 from ._seeding import _kmeanspp, _kmeanspp_lazy, _random_init
 from ._tiles import (
     _batch_invariant,
@@ -74,8 +75,6 @@ INIT_KMEANSPP, INIT_RANDOM = INITS
 
 KEY_SCHEME_VERSION = 1
 
-# Below this product of norms a cosine distance is 1.0 (float32 MIN_POSITIVE, §3.1).
-_COSINE_EPS = 1.1754944e-38
 _HIGHEST = lax.Precision.HIGHEST
 # Rows per GEMM tile. Fixed (never derived from n), so results do not depend on n.
 _TRAIN_TILE = 1024
@@ -188,7 +187,7 @@ def _score_tile(q: jax.Array, centroids: jax.Array, c_sq: jax.Array, kind: str) 
     if kind == KIND_L2:
         return jnp.maximum(q_sq[:, None] - 2.0 * dots + c_sq[None, :], 0.0)
     denom = jnp.sqrt(q_sq)[:, None] * jnp.sqrt(c_sq)[None, :]
-    ok = denom > _COSINE_EPS
+    ok = denom > COSINE_EPS
     cos_d = jnp.clip(1.0 - dots / jnp.where(ok, denom, 1.0), 0.0, 2.0)
     return jnp.where(ok, cos_d, 1.0)
 

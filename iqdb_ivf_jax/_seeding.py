@@ -29,6 +29,23 @@ def _fold_in_word(key_data: jax.Array, rows: jax.Array) -> jax.Array:
     return threefry_2x32(key_data, counts)[:n]
 
 
+def _uniforms(key_data: jax.Array, rows: jax.Array) -> jax.Array:
+    """``f32[n]`` in ``[0, 1)``: the uniform of each row for the draw keyed ``key_data``."""
+    word = _fold_in_word(key_data, rows)
+    return (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
+def _log_exp_draws(key_data: jax.Array, rows: jax.Array) -> jax.Array:
+    """``f32[n]``: the log of each row's Exp(1) draw (its race value at weight 1)."""
+    return jnp.log(-jnp.log1p(-_uniforms(key_data, rows)))
+
+
+def _above_noise(dc, x_sq, c_sq, d: int):
+    """Squared distances ``dc`` within the expanded form's rounding noise,
+    ``d * 2**-23 * (|x|^2 + |c|^2)``, set to 0 (copies of a centre weigh 0)."""
+    return jnp.where(dc > (d * 2.0**-23) * (x_sq + c_sq), dc, 0.0)
+
+
 def _seed_tile(tile, c, key_data, t):
     """One k-means++ pass over a tile, fused with the next draw's race.
 
@@ -48,16 +65,11 @@ def _seed_tile(tile, c, key_data, t):
     x, x_sq, eligible, rank, min_d = tile
     d = x.shape[1]
     # Expanded form (a GEMV: ~3x faster than a float row reduction on XLA:CPU).
-    # Values within its rounding noise, ``d * 2**-23 * (|x|^2 + |c|^2)``, count as 0,
-    # so copies of a chosen centre get weight exactly 0.
     c_sq = jnp.dot(c, c, precision=_HIGHEST)
-    d_c = x_sq - 2.0 * jnp.dot(x, c, precision=_HIGHEST) + c_sq
-    d_c = jnp.where(d_c > (d * 2.0**-23) * (x_sq + c_sq), d_c, 0.0)
+    d_c = _above_noise(x_sq - 2.0 * jnp.dot(x, c, precision=_HIGHEST) + c_sq, x_sq, c_sq, d)
     d_c = jnp.where(t == 1, d_c, jnp.minimum(min_d, d_c))  # t == 1: first centre
     min_d = jnp.where(t == 0, min_d, jnp.where(eligible, d_c, 0.0))
-    word = _fold_in_word(key_data, rank)
-    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)  # [0, 1)
-    log_e = jnp.log(-jnp.log1p(-u))  # log of an Exp(1) draw
+    log_e = _log_exp_draws(key_data, rank)
     race_w = jnp.where(min_d > 0.0, log_e - jnp.log(min_d), jnp.inf)
     race_u = jnp.where(eligible, log_e, jnp.inf)
     return min_d, race_w, race_u
@@ -112,7 +124,7 @@ def _seed_dists(x, x_sq, c, c_sq, ok):
     centres with ``ok == False``."""
     d = x.shape[1]
     dc = x_sq[:, None] - 2.0 * jnp.dot(x, c.T, precision=_HIGHEST) + c_sq[None, :]
-    dc = jnp.where(dc > (d * 2.0**-23) * (x_sq[:, None] + c_sq[None, :]), dc, 0.0)
+    dc = _above_noise(dc, x_sq[:, None], c_sq[None, :], d)
     return jnp.where(ok[None, :], dc, jnp.inf)
 
 
@@ -128,9 +140,7 @@ def _race_tile(tile, key_data):
     draw (``+inf`` if ineligible) and the lower bound ``log_e - log(stored)`` of
     its race value (the true distance is at most the stored one)."""
     rank, eligible, stored = tile
-    word = _fold_in_word(key_data, rank)
-    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
-    log_e = jnp.where(eligible, jnp.log(-jnp.log1p(-u)), jnp.inf)
+    log_e = jnp.where(eligible, _log_exp_draws(key_data, rank), jnp.inf)
     bound = jnp.where(stored > 0.0, log_e - jnp.log(stored), jnp.inf)
     return log_e, bound
 
@@ -209,8 +219,7 @@ def _random_init(x_flat, eligible, rank, key, k: int) -> jax.Array:
     """``k`` distinct eligible rows: those with the smallest draw-0 uniforms (the
     k-means++ first centre is the first of them). With fewer than ``k`` eligible
     rows the chosen ones repeat in order."""
-    word = _fold_in_word(jax.random.key_data(jax.random.fold_in(key, 0)), rank)
-    u = (word >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
+    u = _uniforms(jax.random.key_data(jax.random.fold_in(key, 0)), rank)
     u = jnp.where(eligible, u, jnp.inf)
     _, sel = lax.optimization_barrier(lax.top_k(-u, k))  # ties to the lower row
     n_ok = jnp.maximum(jnp.sum(eligible.astype(jnp.int32)), 1)
