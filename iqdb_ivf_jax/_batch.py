@@ -19,12 +19,14 @@ Measured on XLA CPU (jax 0.10.2, 2 cores), which shaped this design:
 * A GEMM of 32 queries x 256 rows runs at ~40 GFLOP/s, 128 x 256 at ~125:
   the query tile adapts to how many queries each class of lists has.
 * Gathering a list's blocks costs little next to the GEMM; reading them in place
-  was not faster.
+  was not faster. Four units scored as one batched GEMM run 1.1-1.9x faster
+  than one after another (most for short lists).
 
 Shapes are bounded and bucketed: lists fall into size classes (their block count
 rounded up by :func:`scan_bucket`, at most +25%), each class runs as one jitted
-``lax.map`` over its (list, query-tile) units, the unit count and the buffer
-width are bucketed the same way. The merge re-scores the best ``k + margin``
+loop over groups of its (list, query-tile) units, the unit arrays and the
+buffer width are bucketed the same way, and the loop's trip count is the real
+unit count (bucket padding costs no arithmetic). The merge re-scores the best ``k + margin``
 with the exact kernel (the query-major path's, so reported distances are
 bit-identical to it) and keeps the top ``k`` by ``(distance, seq)``.
 
@@ -75,6 +77,9 @@ def list_path_ok(state: IvfState) -> bool:
 _HIGHEST = lax.Precision.HIGHEST
 _F32_MAX = float(np.finfo(np.float32).max)
 MIN_TILE, MAX_TILE = 8, 128  # queries per GEMM unit
+# units scored by one batched GEMM: measured on XLA CPU, 4 products of
+# 128 x 384 x 128..320 run ~1.1-1.9x faster batched than one after another
+UNIT_GROUP = 4
 _WIDTH_QUANTUM = 256  # score-buffer columns are bucketed in multiples of this
 _SCATTER = lax.ScatterDimensionNumbers(
     update_window_dims=(1,), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0, 1)
@@ -97,22 +102,29 @@ def scan_class(
     unit_list: jax.Array,
     unit_q: jax.Array,
     unit_off: jax.Array,
+    n_units: jax.Array,
     buf: jax.Array,
     *,
     n_blocks: int,
 ) -> jax.Array:
     """Score the units of one size class into the score buffer.
 
+    The loop runs over groups of :data:`UNIT_GROUP` units (one batched GEMM
+    each) and only over the first ``n_units`` units: the padding that buckets
+    the unit arrays' shapes costs no arithmetic.
+
     Args:
         state: index state.
         queries: ``f32[nq_pad, d]`` all queries of the chunk.
         q_norms: ``f32[nq_pad]`` their norms.
         mask: ``bool[n_blocks_total, B]`` allowed rows.
-        unit_list: ``i32[U]`` list of each unit.
+        unit_list: ``i32[U]`` list of each unit (``U`` a multiple of
+            :data:`UNIT_GROUP`).
         unit_q: ``i32[U, Qt]`` query rows of each unit (out of range = padding,
             dropped).
         unit_off: ``i32[U, Qt]`` column in the query's buffer row where this
             list's ``n_blocks * B`` scores start.
+        n_units: ``i32[]`` units in use (the rest is padding, skipped).
         buf: ``f32[nq_pad, L]`` score buffer (donated); ``+inf`` = no candidate.
         n_blocks: static block count of this class (>= every unit's list).
 
@@ -120,42 +132,51 @@ def scan_class(
         The buffer with this class's scores written: finite (clamped to the
         float32 range) for allowed rows, ``+inf`` for padding and masked rows.
     """
-    B = state.block_size
-    nq = queries.shape[0]
+    B, G = state.block_size, UNIT_GROUP
+    nq, tile = queries.shape[0], unit_q.shape[1]
+    rows = n_blocks * B
+    groups_list = unit_list.reshape(-1, G)
+    groups_q = unit_q.reshape(-1, G, tile)
+    groups_off = unit_off.reshape(-1, G, tile)
 
-    def unit(args):
-        lst, qrows = args
+    def group(i, buf):
+        lst, qrows = groups_list[i], groups_q[i]
         if n_blocks <= state.table_width:
             blk = state.list_blocks[lst, :n_blocks]
         else:
             blk = jnp.pad(
-                state.list_blocks[lst], (0, n_blocks - state.table_width), constant_values=-1
+                state.list_blocks[lst],
+                ((0, 0), (0, n_blocks - state.table_width)),
+                constant_values=-1,
             )
-        safe = jnp.maximum(blk, 0)
+        safe = jnp.maximum(blk, 0)  # [G, n_blocks]
         if state.is_pq:  # decode: ADC equals the metric on decoded vectors
-            x = decode_rows(state, state.codes[safe].reshape(n_blocks * B, -1), lst)
-            xn = jnp.sqrt(jnp.sum(x * x, axis=1))
+            codes = state.codes[safe].reshape(G * rows, -1)
+            x = decode_rows(state, codes, jnp.repeat(lst, rows)).reshape(G, rows, -1)
+            xn = jnp.sqrt(jnp.sum(x * x, axis=2))
         else:
-            x = state.vectors[safe].reshape(n_blocks * B, -1)
-            xn = state.norms[safe].reshape(-1)
-        ok = ((blk >= 0)[:, None] & state.valid[safe] & mask[safe]).reshape(-1)
+            x = state.vectors[safe].reshape(G, rows, -1)
+            xn = state.norms[safe].reshape(G, rows)
+        ok = ((blk >= 0)[:, :, None] & state.valid[safe] & mask[safe]).reshape(G, 1, rows)
         qi = jnp.clip(qrows, 0, nq - 1)
-        qx = lax.dot_general(queries[qi], x, (((1,), (1,)), ((), ())), precision=_HIGHEST)
-        key = _rank_key(state.metric, qx, q_norms[qi][:, None], xn[None, :])
+        qx = lax.dot_general(
+            queries[qi], x, (((2,), (2,)), ((0,), (0,))), precision=_HIGHEST
+        )  # [G, tile, rows]
+        key = _rank_key(state.metric, qx, q_norms[qi][:, :, None], xn[:, None, :])
         key = jnp.where(jnp.isnan(key), _F32_MAX, jnp.minimum(key, _F32_MAX))
-        return jnp.where(ok[None, :], key, jnp.inf)
+        scores = jnp.where(ok, key, jnp.inf).reshape(G * tile, rows)
+        idx = jnp.stack([qrows.reshape(-1), groups_off[i].reshape(-1)], axis=-1)
+        return lax.scatter(
+            buf,
+            idx,
+            scores,
+            _SCATTER,
+            indices_are_sorted=False,
+            unique_indices=True,
+            mode=lax.GatherScatterMode.FILL_OR_DROP,
+        )
 
-    scores = lax.map(unit, (unit_list, unit_q))
-    idx = jnp.stack([unit_q.reshape(-1), unit_off.reshape(-1)], axis=-1)
-    return lax.scatter(
-        buf,
-        idx,
-        scores.reshape(-1, n_blocks * B),
-        _SCATTER,
-        indices_are_sorted=False,
-        unique_indices=True,
-        mode=lax.GatherScatterMode.FILL_OR_DROP,
-    )
+    return lax.fori_loop(0, (n_units + G - 1) // G, group, buf)
 
 
 @functools.partial(jax.jit, static_argnames=("rows", "width"))
@@ -343,15 +364,15 @@ def list_major_search(
     scored = 0
     for cu in plan_units(probes, starts, layout):
         U, tile = cu.unit_q.shape
-        U_pad = scan_bucket(U)
+        U_pad = -(-scan_bucket(U) // UNIT_GROUP) * UNIT_GROUP
         ul = np.zeros(U_pad, np.int32)
         ul[:U] = cu.unit_list
         uq = np.full((U_pad, tile), nq_pad, np.int32)  # out of range: dropped
         uq[:U] = np.where(cu.unit_q >= 0, cu.unit_q, nq_pad)
         uo = np.zeros((U_pad, tile), np.int32)
         uo[:U] = np.maximum(cu.unit_off, 0)
-        buf = scan_class(state, q_dev, qn, mask, ul, uq, uo, buf, n_blocks=cu.n_blocks)
-        scored += U * cu.n_blocks * state.block_size * tile
+        buf = scan_class(state, q_dev, qn, mask, ul, uq, uo, np.int32(U), buf, n_blocks=cu.n_blocks)
+        scored += -(-U // UNIT_GROUP) * UNIT_GROUP * cu.n_blocks * state.block_size * tile
     D, S, amb = merge_rescore(state, q_dev, buf, p_pad, s_pad, k=k, kk=kk, refine=refine)
     return (
         np.asarray(D)[:nq],
