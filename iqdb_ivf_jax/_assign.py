@@ -105,7 +105,11 @@ def _fast_tile(x, centroids, c_sq, c_sq_max, kind):
 
 @functools.partial(jax.jit, static_argnames=("kind",))
 def assign(
-    x: jax.Array, centroids: jax.Array, kind: str, c_sq: jax.Array | None = None
+    x: jax.Array,
+    centroids: jax.Array,
+    kind: str,
+    c_sq: jax.Array | None = None,
+    n_rows: jax.Array | None = None,
 ) -> jax.Array:
     """The list of each row of ``f32[n, d]``: its top-1 probe, ``i32[n]``.
 
@@ -113,7 +117,9 @@ def assign(
     docstring): rows are ranked with large GEMM tiles, and the rows whose best two
     scores are within the rounding bound are re-ranked by the batch-invariant
     kernel (gathered into a buffer of ``n // 32`` rows; if more are unsure, every
-    row is re-ranked).
+    row is re-ranked). With ``n_rows`` (a traced count; the rest is padding) the
+    large tiles past the first ``n_rows`` rows are skipped and the labels of
+    those padding rows are unspecified.
     """
     n = x.shape[0]
     if n <= 4 * _FAST_TILE:
@@ -123,12 +129,16 @@ def assign(
     c_sq = _isolated_sq_norms(centroids) if c_sq is None else c_sq
     nt = -(-n // _FAST_TILE)
     xp = jnp.pad(x, [(0, nt * _FAST_TILE - n), (0, 0)])
+    live = None if n_rows is None else (n_rows + _FAST_TILE - 1) // _FAST_TILE
     out = _map_tiles(
         functools.partial(_fast_tile, kind=kind),
         xp.reshape(nt, _FAST_TILE, x.shape[1]),
         (centroids, c_sq, jnp.max(c_sq)),
+        live,
     ).reshape(nt * _FAST_TILE, 2)[:n]
     best, unsure = out[:, 0], out[:, 1].astype(bool)
+    if n_rows is not None:
+        unsure &= jnp.arange(n) < n_rows
     cap = max(64, n // 32)
     count = jnp.sum(unsure)
 

@@ -110,16 +110,16 @@ def scan_class(
     """Score the units of one size class into the score buffer.
 
     The loop runs over groups of :data:`UNIT_GROUP` units (one batched GEMM
-    each) and only over the first ``n_units`` units: the padding that buckets
-    the unit arrays' shapes costs no arithmetic.
+    each), then over the last ``n_units % UNIT_GROUP`` units one by one, and
+    stops at ``n_units``: the padding that buckets the unit arrays' shapes
+    costs no arithmetic.
 
     Args:
         state: index state.
         queries: ``f32[nq_pad, d]`` all queries of the chunk.
         q_norms: ``f32[nq_pad]`` their norms.
         mask: ``bool[n_blocks_total, B]`` allowed rows.
-        unit_list: ``i32[U]`` list of each unit (``U`` a multiple of
-            :data:`UNIT_GROUP`).
+        unit_list: ``i32[U]`` list of each unit.
         unit_q: ``i32[U, Qt]`` query rows of each unit (out of range = padding,
             dropped).
         unit_off: ``i32[U, Qt]`` column in the query's buffer row where this
@@ -132,15 +132,14 @@ def scan_class(
         The buffer with this class's scores written: finite (clamped to the
         float32 range) for allowed rows, ``+inf`` for padding and masked rows.
     """
-    B, G = state.block_size, UNIT_GROUP
+    B, G = state.block_size, min(UNIT_GROUP, unit_list.shape[0])
     nq, tile = queries.shape[0], unit_q.shape[1]
     rows = n_blocks * B
-    groups_list = unit_list.reshape(-1, G)
-    groups_q = unit_q.reshape(-1, G, tile)
-    groups_off = unit_off.reshape(-1, G, tile)
 
-    def group(i, buf):
-        lst, qrows = groups_list[i], groups_q[i]
+    def score(start, g, buf):
+        """Score units ``start .. start + g`` with one batched GEMM into ``buf``."""
+        lst = lax.dynamic_slice_in_dim(unit_list, start, g)
+        qrows = lax.dynamic_slice_in_dim(unit_q, start, g)
         if n_blocks <= state.table_width:
             blk = state.list_blocks[lst, :n_blocks]
         else:
@@ -149,23 +148,24 @@ def scan_class(
                 ((0, 0), (0, n_blocks - state.table_width)),
                 constant_values=-1,
             )
-        safe = jnp.maximum(blk, 0)  # [G, n_blocks]
+        safe = jnp.maximum(blk, 0)  # [g, n_blocks]
         if state.is_pq:  # decode: ADC equals the metric on decoded vectors
-            codes = state.codes[safe].reshape(G * rows, -1)
-            x = decode_rows(state, codes, jnp.repeat(lst, rows)).reshape(G, rows, -1)
+            codes = state.codes[safe].reshape(g * rows, -1)
+            x = decode_rows(state, codes, jnp.repeat(lst, rows)).reshape(g, rows, -1)
             xn = jnp.sqrt(jnp.sum(x * x, axis=2))
         else:
-            x = state.vectors[safe].reshape(G, rows, -1)
-            xn = state.norms[safe].reshape(G, rows)
-        ok = ((blk >= 0)[:, :, None] & state.valid[safe] & mask[safe]).reshape(G, 1, rows)
+            x = state.vectors[safe].reshape(g, rows, -1)
+            xn = state.norms[safe].reshape(g, rows)
+        ok = ((blk >= 0)[:, :, None] & state.valid[safe] & mask[safe]).reshape(g, 1, rows)
         qi = jnp.clip(qrows, 0, nq - 1)
         qx = lax.dot_general(
             queries[qi], x, (((2,), (2,)), ((0,), (0,))), precision=_HIGHEST
-        )  # [G, tile, rows]
+        )  # [g, tile, rows]
         key = _rank_key(state.metric, qx, q_norms[qi][:, :, None], xn[:, None, :])
         key = jnp.where(jnp.isnan(key), _F32_MAX, jnp.minimum(key, _F32_MAX))
-        scores = jnp.where(ok, key, jnp.inf).reshape(G * tile, rows)
-        idx = jnp.stack([qrows.reshape(-1), groups_off[i].reshape(-1)], axis=-1)
+        scores = jnp.where(ok, key, jnp.inf).reshape(g * tile, rows)
+        off = lax.dynamic_slice_in_dim(unit_off, start, g)
+        idx = jnp.stack([qrows.reshape(-1), off.reshape(-1)], axis=-1)
         return lax.scatter(
             buf,
             idx,
@@ -176,7 +176,10 @@ def scan_class(
             mode=lax.GatherScatterMode.FILL_OR_DROP,
         )
 
-    return lax.fori_loop(0, (n_units + G - 1) // G, group, buf)
+    # whole groups, then the last n_units % G units one by one (no padding units)
+    full = n_units // G
+    buf = lax.fori_loop(0, full, lambda i, b: score(i * G, G, b), buf)
+    return lax.fori_loop(full * G, n_units, lambda i, b: score(i, 1, b), buf)
 
 
 @functools.partial(jax.jit, static_argnames=("rows", "width"))
@@ -364,7 +367,7 @@ def list_major_search(
     scored = 0
     for cu in plan_units(probes, starts, layout):
         U, tile = cu.unit_q.shape
-        U_pad = -(-scan_bucket(U) // UNIT_GROUP) * UNIT_GROUP
+        U_pad = scan_bucket(U)
         ul = np.zeros(U_pad, np.int32)
         ul[:U] = cu.unit_list
         uq = np.full((U_pad, tile), nq_pad, np.int32)  # out of range: dropped
@@ -372,7 +375,7 @@ def list_major_search(
         uo = np.zeros((U_pad, tile), np.int32)
         uo[:U] = np.maximum(cu.unit_off, 0)
         buf = scan_class(state, q_dev, qn, mask, ul, uq, uo, np.int32(U), buf, n_blocks=cu.n_blocks)
-        scored += -(-U // UNIT_GROUP) * UNIT_GROUP * cu.n_blocks * state.block_size * tile
+        scored += U * cu.n_blocks * state.block_size * tile
     D, S, amb = merge_rescore(state, q_dev, buf, p_pad, s_pad, k=k, kk=kk, refine=refine)
     return (
         np.asarray(D)[:nq],

@@ -260,7 +260,7 @@ class IvfIndex:
         """k-means (and PQ) on the seeded working set of ``x`` (rows in order)."""
         cfg = self._config
         idx = subsample_indices(x.shape[0], cfg.training_sample_size, cfg.seed)
-        ws = x[idx]
+        ws = x if idx.size == x.shape[0] else x[idx]  # all rows kept: no copy
         n_pad = pow2_at_least(ws.shape[0], 256)
         xp = _kernels.device_rows(ws, n_pad)
         mask = np.arange(n_pad) < ws.shape[0]
@@ -311,7 +311,8 @@ class IvfIndex:
             n_rows = probe_arr.shape[0] if probe_arr.ndim else None
         if n_rows == 0:
             raise InvalidConfigError("train needs a non-empty sample of shape (n, dim)")
-        x = as_vector_array(sample, self._dim, rank=2, what="training sample")
+        # no private copy: _fit copies the working set into the device buffer
+        x = as_vector_array(sample, self._dim, rank=2, what="training sample", copy=False)
         check_finite(x, "training sample")
         self._check_train_sizes(x.shape[0])
         res, codebooks, n_ws = self._fit(x)
@@ -388,7 +389,7 @@ class IvfIndex:
                 np.zeros((0, state.codes.shape[-1]), np.uint8),
             )
         xd = _kernels.device_rows(x, _kernels.padded_rows(n))
-        labels, norms, codes = _kernels.prepare_rows(state, xd)
+        labels, norms, codes = _kernels.prepare_rows(state, xd, np.int32(n))
         return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes)
 
     # ------------------------------------------------------------ bookkeeping
@@ -465,7 +466,8 @@ class IvfIndex:
             if isinstance(metadata, dict) or not hasattr(metadata, "__len__"):
                 raise TypeError("metadata must be None or a sequence of dicts/None, one per id")
             metas = _canonical_each(metadata, canonical_metadata, "metadata")
-        x = as_vector_array(vectors, self._dim, rank=2, what="vectors")
+        # no private copy: _prepare copies the rows into the device buffer
+        x = as_vector_array(vectors, self._dim, rank=2, what="vectors", copy=False)
         if not (len(canon) == x.shape[0] == len(metas)):
             raise InvalidConfigError(
                 f"ids ({len(canon)}), vectors ({x.shape[0]}) and metadata ({len(metas)}) "
@@ -600,7 +602,7 @@ class IvfIndex:
             raise InvalidConfigError(f"path must be one of {_PATHS}, got {path!r}")
         k, flt, metric = self._parse_call(k, filter)
         self._require_trained()
-        q = as_vector_array(queries, self._dim, rank=rank, what="query")
+        q = as_vector_array(queries, self._dim, rank=rank, what="query", copy=False)
         check_finite(q, "query")
         self._check_params_metric(metric)
         q2 = q.reshape(-1, self._dim)

@@ -25,9 +25,12 @@ class Fitted(NamedTuple):
 
 
 @jax.jit
-def prepare_rows(state: IvfState, x: jax.Array):
-    """``f32[n, d]`` -> ``(lists i32[n], norms f32[n], codes u8[n, M])``."""
-    labels = assign(x, state.centroids, coarse_kind(state.metric), state.centroid_sq)
+def prepare_rows(state: IvfState, x: jax.Array, n_rows: jax.Array | None = None):
+    """``f32[n, d]`` -> ``(lists i32[n], norms f32[n], codes u8[n, M])``.
+
+    ``n_rows``: rows in use (the rest is padding, whose lists are unspecified).
+    """
+    labels = assign(x, state.centroids, coarse_kind(state.metric), state.centroid_sq, n_rows)
     if state.is_pq:
         target = x - state.centroids[labels] if state.by_residual else x
         codes = pq_encode(target, state.codebooks)

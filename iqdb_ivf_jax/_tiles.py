@@ -21,12 +21,14 @@ def _tile_at(tiles, i):
     return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, 0, keepdims=False), tiles)
 
 
-def _scan_tiles(fn: Callable, init, tiles):
+def _scan_tiles(fn: Callable, init, tiles, n_tiles: jax.Array | None = None):
     """``lax.scan(fn, init, tiles)`` written as a ``fori_loop`` over the tile axis.
 
     The tiles are read with dynamic indexing, so under ``jax.vmap`` (PQ training)
     the batched operands are sliced in place; ``lax.scan`` would move the batch
     axis behind the scanned axis, copying all the data on every call.
+    With ``n_tiles`` (a traced count) only the first ``n_tiles`` tiles run; the
+    outputs of the others stay zero.
 
     Returns:
         ``(carry, outs)`` as ``lax.scan`` does.
@@ -42,11 +44,12 @@ def _scan_tiles(fn: Callable, init, tiles):
         outs = jax.tree.map(lambda o, r: lax.dynamic_update_index_in_dim(o, r, i, 0), outs, out)
         return carry, outs
 
-    return lax.fori_loop(0, nt, body, (init, outs))
+    return lax.fori_loop(0, nt if n_tiles is None else n_tiles, body, (init, outs))
 
 
-def _map_tiles(fn: Callable, tiles, consts: tuple = ()):
-    """``fn(tile, *consts)`` for each tile along the leading axis of ``tiles``.
+def _map_tiles(fn: Callable, tiles, consts: tuple = (), n_tiles: jax.Array | None = None):
+    """``fn(tile, *consts)`` for each tile along the leading axis of ``tiles``
+    (only the first ``n_tiles``, if given; the other outputs are zero).
 
     Inputs and outputs of every tile pass through optimisation barriers, so the
     per-tile computation is compiled alone: a row's bits depend only on the tile
@@ -58,7 +61,7 @@ def _map_tiles(fn: Callable, tiles, consts: tuple = ()):
         tile, cs = lax.optimization_barrier((tile, consts))
         return carry, lax.optimization_barrier(fn(tile, *cs))
 
-    return _scan_tiles(body, (), tiles)[1]
+    return _scan_tiles(body, (), tiles, n_tiles)[1]
 
 
 def _tile_rows(fn: Callable, x: jax.Array, consts: tuple, tile: int) -> jax.Array:

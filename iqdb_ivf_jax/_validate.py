@@ -68,13 +68,18 @@ def metadata_bytes(meta: dict | None) -> int:
     return sys.getsizeof(meta) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in meta.items())
 
 
-def as_vector_array(x, dim: int, *, rank: int, what: str = "vector") -> np.ndarray:
+def as_vector_array(
+    x, dim: int, *, rank: int, what: str = "vector", copy: bool = True
+) -> np.ndarray:
     """Convert to float32 with rank/dtype/length checks (no finiteness check).
 
     Args:
         x: an integer or floating array-like.
         dim: the expected last-axis length.
         rank: 1 for a vector, 2 for a batch ``(n, dim)``.
+        copy: return a private copy. ``False`` may return ``x`` itself (already
+            float32): only for callers that copy or finish with it before
+            returning (a caller's later writes must not reach the index).
 
     Raises:
         InvalidVectorError: wrong rank or dtype (bool, str, object, complex...).
@@ -95,12 +100,16 @@ def as_vector_array(x, dim: int, *, rank: int, what: str = "vector") -> np.ndarr
         )
     if arr.shape[-1] != dim and not (rank == 2 and arr.shape[0] == 0):
         raise DimensionMismatchError(dim, arr.shape[-1])
-    return np.array(arr, dtype=np.float32, copy=True).reshape(arr.shape[0], dim) if rank == 2 else np.array(arr, dtype=np.float32, copy=True)
+    out = np.array(arr, dtype=np.float32, copy=True) if copy else np.asarray(arr, np.float32)
+    return out.reshape(arr.shape[0], dim) if rank == 2 else out
 
 
 def check_finite(arr: np.ndarray, what: str = "vector") -> None:
     """Raise InvalidVectorError naming the first row with NaN/Inf (after float32)."""
-    bad = ~np.isfinite(arr)
+    flat = arr.reshape(-1)
+    if np.isfinite(np.dot(flat, flat)):  # NaN and Inf reach the sum of squares
+        return
+    bad = ~np.isfinite(arr)  # (or the sum overflowed: look row by row)
     if bad.any():
         if arr.ndim == 2:
             row = int(np.argmax(bad.any(axis=1)))

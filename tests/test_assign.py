@@ -36,3 +36,12 @@ def test_fast_assign_with_more_unsure_rows_than_its_buffer():
     got = np.asarray(assign(jnp.asarray(x), jnp.asarray(c), KIND_L2))
     want = np.asarray(jax.jit(lambda a, b: probe(a, b, KIND_L2, 1)[:, 0])(x, c))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n_rows", [4100, 4097, 5000])
+def test_fast_assign_skips_padding_rows(n_rows):
+    x, c = _data(seed=2)
+    x[n_rows:] = c[1] + 0.5 * (c[2] - c[1])  # padding rows are midpoints (all unsure)
+    want = np.asarray(assign(jnp.asarray(x[:n_rows]), jnp.asarray(c), KIND_L2))
+    got = np.asarray(assign(jnp.asarray(x), jnp.asarray(c), KIND_L2, None, jnp.int32(n_rows)))
+    np.testing.assert_array_equal(got[:n_rows], want)
