@@ -7,7 +7,7 @@ k-means; ``"cosine"`` (COSINE) is spherical k-means on row-normalised data with
 unit centroids; ``"dot"`` (DOT_PRODUCT) assigns by the largest inner product and
 updates with the plain mean (faiss IVF with an inner-product quantizer).
 
-**Keys (key scheme version 1; changing any line below is a versioned change).**
+**Keys (key scheme version 2; changing any line below is a versioned change).**
 
 - ``seed_key(seed)`` = ``wrap_key_data([seed >> 32, seed & 0xFFFFFFFF],
   impl="threefry2x32")``: all 64 bits kept, ``jax_default_prng_impl`` ignored;
@@ -19,12 +19,24 @@ updates with the plain mean (faiss IVF with an inner-product quantizer).
 - ``fold_in(seed_key, 1)``: coarse key, passed to :func:`kmeans_fit`.
 - ``fold_in(seed_key, 2)``: PQ key; subvector ``j`` trains with
   ``fold_in(pq_key, j)`` (see ``_pq.pq_train``).
-- Inside :func:`kmeans_fit` with key ``K``: k-means++ draw ``t`` (``t = 0`` is the
-  first centre) gives the real row of rank ``r`` (its position among the rows
-  whose mask is True) the uniform ``u = (w0 >> 8) * 2**-24`` with ``w0`` the first
-  word of ``key_data(fold_in(fold_in(K, t), r))``; the draw picks
-  ``argmin_r log(-log1p(-u_r)) - log(weight_r)`` (an exponential race, i.e.
-  probability proportional to the weight), ties to the lower row.
+- Uniforms: the uniform of key ``K`` at counter ``r`` is ``u = (w0 >> 8) *
+  2**-24``, ``w0`` the first word of ``key_data(fold_in(K, r))``; its race
+  value for weight ``w`` is ``log(-log1p(-u)) - log(w)`` (an exponential race:
+  the smallest value wins, with probability proportional to the weight).
+- Inside :func:`kmeans_fit` with key ``K``, ``K_t = fold_in(K, t)`` drives draw
+  ``t``. Draw 0 (and a draw whose weights are all 0) is the race at weight 1
+  over the eligible rows, counter = the row's rank (its position among the rows
+  whose mask is True), ties to the lower row; ``"random"`` init takes the ``k``
+  rows with the smallest draw-0 uniforms. k-means++ draw ``t > 0``, trial ``j``
+  (``K_tj = fold_in(K_t, j)``) races the tiles of ``T`` consecutive ranks by
+  their stored totals with ``fold_in(K_tj, 0)`` at counter = tile index, takes
+  the row at the inverse CDF of the uniform of ``fold_in(K_tj, 1)`` (counter 0)
+  inside the winner, and accepts it if the uniform of ``fold_in(K_tj, 2)`` (counter 0)
+  times its stored distance is below its distance (``_seeding._kmeanspp``;
+  the forced final trial uses ``j = 16``).
+
+(Version 1 drew every k-means++ centre by a race over all rows; version 2 draws
+the same distribution by rejection sampling, ~1/60 of the hashing.)
 
 **Determinism.** Every row-dependent computation runs on fixed tiles of
 ``_TRAIN_TILE`` rows anchored at row 0, so the float32 bits of a row's distances do
@@ -56,7 +68,7 @@ from jax import lax
 
 from ._config import KMEANS_INITS
 from ._metrics import COSINE_EPS
-from ._seeding import _kmeanspp, _kmeanspp_lazy, _random_init
+from ._seeding import _kmeanspp, _random_init
 from ._tiles import (
     _batch_invariant,
     _isolated_sq_norms,
@@ -73,7 +85,7 @@ KINDS = (KIND_L2, KIND_COSINE, KIND_DOT)
 INITS = KMEANS_INITS
 INIT_KMEANSPP, INIT_RANDOM = INITS
 
-KEY_SCHEME_VERSION = 1
+KEY_SCHEME_VERSION = 2
 
 _HIGHEST = lax.Precision.HIGHEST
 # Rows per GEMM tile. Fixed (never derived from n), so results do not depend on n.
@@ -395,34 +407,54 @@ def check_init(init: str) -> None:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
-def _kmeans_fit_impl(
-    x, mask, key, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP, lazy=False
-):
+class _FitTiles(NamedTuple):
+    """The working set as k-means reads it: fixed tiles anchored at row 0."""
+
+    xt: jax.Array  # f32[nt, T, d] (cosine: normalised rows); padding zeroed
+    mt: jax.Array  # bool[nt, T] real rows
+    x_sq: jax.Array  # f32[nt, T] squared norms
+    eligible: jax.Array  # bool[nt, T] rows a seed may be (cosine: non-zero rows)
+    rank: jax.Array  # i32[nt, T] position among the real rows (keys the draws)
+
+
+def _fit_tiles(x, mask, kind) -> _FitTiles:
     n_pad, d = x.shape
-    k, tile = n_clusters, _TRAIN_TILE
+    tile = _TRAIN_TILE
     nt = max(1, -(-n_pad // tile))
     mask = jnp.asarray(mask, jnp.bool_)
     x = jnp.where(mask[:, None], jnp.asarray(x, jnp.float32), 0.0)
     x = jnp.pad(x, ((0, nt * tile - n_pad), (0, 0)))
     mask = jnp.pad(mask, (0, nt * tile - n_pad))
     xt, mt = x.reshape(nt, tile, d), mask.reshape(nt, tile)
-    x_flat = xt.reshape(nt * tile, d)
     if kind == KIND_COSINE:
         xt = _map_tiles(_normalize_rows, xt)
-        x_flat = xt.reshape(nt * tile, d)
         nonzero = jnp.any(xt != 0.0, axis=2) & mt
         eligible = jnp.where(jnp.any(nonzero), nonzero, mt)
     else:
         eligible = mt
     rank = (jnp.cumsum(mask.astype(jnp.int32)) - 1).reshape(nt, tile)
+    return _FitTiles(xt, mt, _map_tiles(_row_sq_norms, xt), eligible, rank)
 
-    x_sq = _map_tiles(_row_sq_norms, xt)
+
+def _init_centres(ft: _FitTiles, key, k: int, init: str) -> jax.Array:
+    """The ``k`` starting centres (k-means++ or random rows)."""
     if init == INIT_RANDOM:
-        cents = _random_init(x_flat, eligible.reshape(-1), rank.reshape(-1), key, k)
-    elif lazy:
-        cents = _kmeanspp_lazy(xt, x_sq, eligible, rank, key, k)
-    else:
-        cents = _kmeanspp(xt, x_sq, eligible, rank, key, k)
+        nt, tile, d = ft.xt.shape
+        x_flat = ft.xt.reshape(nt * tile, d)
+        return _random_init(x_flat, ft.eligible.reshape(-1), ft.rank.reshape(-1), key, k)
+    return _kmeanspp(ft.xt, ft.x_sq, ft.mt, ft.eligible, ft.rank, key, k)
+
+
+def _kmeans_fit_impl(
+    x, mask, key, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP, centres=None
+):
+    """k-means on ``x``; ``centres`` (``f32[k, d]``), if given, replace the
+    initialisation (``pq_train`` seeds its subvectors outside ``jax.vmap``)."""
+    ft = _fit_tiles(x, mask, kind)
+    xt, mt, x_sq, eligible = ft.xt, ft.mt, ft.x_sq, ft.eligible
+    nt, tile, d = xt.shape
+    x_flat = xt.reshape(nt * tile, d)
+    cents = _init_centres(ft, key, n_clusters, init) if centres is None else centres
 
     def cond(state):
         it, _, done, _ = state
@@ -454,7 +486,7 @@ def _kmeans_fit_impl(
     jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment", "init")
 )
 def _kmeans_fit_jit(x, mask, key, *, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP):
-    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init, True)
+    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init)
 
 
 def kmeans_fit(
@@ -476,9 +508,10 @@ def kmeans_fit(
        the expanded form; one within its rounding noise, ``<= d * 2**-23 *
        (|x|^2 + |c|^2)``, counts as 0, so copies of a chosen centre are never
        drawn while other points remain. ``"cosine"`` seeds on the normalised rows
-       and skips zero rows (unless all rows are zero). The draws read the data
-       once per 16 centres (``_kmeanspp_lazy``: bounds settle most draws from 64
-       rows), not once per centre.
+       and skips zero rows (unless all rows are zero). The draws are exact
+       rejection sampling against stored distances that lag behind the newest
+       centres (``_seeding._kmeanspp``), so the data is read once per 64 centres,
+       not once per centre.
     2. At most ``max_iter`` Lloyd rounds: assign (ties to the lowest centroid),
        replace each centre by the mean of its rows (``"cosine"``: re-normalised; a
        zero mean counts as empty), then re-seed each empty cluster, in index order,

@@ -25,6 +25,8 @@ from jax import lax
 from ._kmeans import (
     INIT_KMEANSPP,
     KIND_L2,
+    _fit_tiles,
+    _init_centres,
     _kmeans_fit_impl,
     _use_segment_sum,
     check_init,
@@ -60,11 +62,20 @@ def _pq_train_jit(x, mask, key, *, m, max_iter, segment, init):
     mask = jnp.asarray(mask, jnp.bool_)
     assert mask.shape == (n_pad,)
 
-    def fit(xj, kj):
-        res = _kmeans_fit_impl(xj, mask, kj, N_CODEWORDS, max_iter, KIND_L2, 1e-4, segment, init)
-        return res.centroids
+    def seed(args):
+        xj, kj = args
+        return _init_centres(_fit_tiles(xj, mask, KIND_L2), kj, N_CODEWORDS, init)
 
-    return jax.vmap(fit)(xs, keys)
+    # seeding branches per subvector (lax.map keeps its conds; under vmap both
+    # branches of every cond would run), the Lloyd rounds run batched
+    seeds = lax.map(seed, (xs, keys))
+
+    def fit(xj, kj, cj):
+        return _kmeans_fit_impl(
+            xj, mask, kj, N_CODEWORDS, max_iter, KIND_L2, 1e-4, segment, init, cj
+        ).centroids
+
+    return jax.vmap(fit)(xs, keys, seeds)
 
 
 def pq_train(

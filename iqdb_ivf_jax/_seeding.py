@@ -1,8 +1,8 @@
-"""k-means centre initialisation: k-means++ (a pass per centre, or lazy: a pass
-per ``_SEED_PENDING`` centres with the same draws) and faiss-style random rows.
+"""k-means centre initialisation: k-means++ (rejection sampling, the data read
+once per ``_SEED_PENDING`` centres) and faiss-style random rows.
 
-The keys and the race that picks each draw are specified in ``_kmeans``'s module
-docstring (key scheme version 1); every function here follows it.
+The keys that drive each draw are specified in ``_kmeans``'s module docstring
+(key scheme version 2); every function here follows it.
 """
 
 import jax
@@ -46,82 +46,14 @@ def _above_noise(dc, x_sq, c_sq, d: int):
     return jnp.where(dc > (d * 2.0**-23) * (x_sq + c_sq), dc, 0.0)
 
 
-def _seed_tile(tile, c, key_data, t):
-    """One k-means++ pass over a tile, fused with the next draw's race.
-
-    Args:
-        tile: ``(x f32[T, d], x_sq f32[T], eligible bool[T], rank i32[T],
-            min_d f32[T])``.
-        c: ``f32[d]`` the centre chosen last (ignored when ``t == 0``).
-        key_data: ``u32[2]`` the key of the next draw.
-        t: ``i32[]`` the index of the next draw (centres chosen so far).
-
-    Returns:
-        ``(min_d, race_w, race_u)``, each ``f32[T]``: the squared L2 distance to the
-        nearest chosen centre (0 where ineligible), and the exponential-race values
-        of the next draw for weights ``min_d`` and for uniform weights (smallest
-        wins, ``+inf`` never).
-    """
-    x, x_sq, eligible, rank, min_d = tile
-    d = x.shape[1]
-    # Expanded form (a GEMV: ~3x faster than a float row reduction on XLA:CPU).
-    c_sq = jnp.dot(c, c, precision=_HIGHEST)
-    d_c = _above_noise(x_sq - 2.0 * jnp.dot(x, c, precision=_HIGHEST) + c_sq, x_sq, c_sq, d)
-    d_c = jnp.where(t == 1, d_c, jnp.minimum(min_d, d_c))  # t == 1: first centre
-    min_d = jnp.where(t == 0, min_d, jnp.where(eligible, d_c, 0.0))
-    log_e = _log_exp_draws(key_data, rank)
-    race_w = jnp.where(min_d > 0.0, log_e - jnp.log(min_d), jnp.inf)
-    race_u = jnp.where(eligible, log_e, jnp.inf)
-    return min_d, race_w, race_u
-
-
-def _seed_tile_or_skip(tile, c, key_data, t):
-    """:func:`_seed_tile`, skipped (same result) for a tile with no eligible row."""
-
-    def skip(tile, *_):
-        inf = jnp.full(tile[4].shape, jnp.inf, jnp.float32)
-        return tile[4], inf, inf
-
-    return lax.cond(jnp.any(tile[2]), _seed_tile, skip, tile, c, key_data, t)
-
-
-def _kmeanspp(xt, x_sq, eligible, rank, key, k: int) -> jax.Array:
-    """k-means++ seeds ``f32[k, d]`` from the tiles ``xt[nt, T, d]`` (squared-L2 weights).
-
-    Draw ``t`` picks a row with probability ``∝`` its squared distance to the
-    nearest chosen centre (uniformly among the eligible rows for ``t = 0`` or when
-    all those distances are 0) by an exponential race keyed by ``fold_in(key, t)``
-    and the row's rank. Each draw costs one memory-bound pass over the data, which
-    also updates the distances for the centre chosen before.
-    """
-    nt, tile, d = xt.shape
-    x_flat = xt.reshape(nt * tile, d)
-
-    def step(t, carry):
-        cents, min_d, c_prev = carry
-        kd = jax.random.key_data(jax.random.fold_in(key, t))
-        tiles = (xt, x_sq, eligible, rank, min_d)
-        min_d, race_w, race_u = _map_tiles(_seed_tile_or_skip, tiles, (c_prev, kd, t))
-        race = jnp.where(jnp.any(min_d > 0.0), race_w, race_u).reshape(-1)
-        c = x_flat[_min_and_index(race)[1]]  # ties to the lower row
-        return cents.at[t].set(c), min_d, c
-
-    init = (
-        jnp.zeros((k, d), jnp.float32),
-        jnp.zeros((nt, tile), jnp.float32),
-        jnp.zeros((d,), jnp.float32),
-    )
-    return lax.fori_loop(0, k, step, init)[0]
-
-
-_SEED_PENDING = 16  # chosen centres folded into the stored distances per pass
-_SEED_CHECK = 64  # rows re-scored exactly per draw of the lazy seeding
+_SEED_PENDING = 64  # chosen centres folded into the stored distances per data pass
+_SEED_TRIALS = 16  # rejected proposals before a draw folds its pending centres in
 
 
 def _seed_dists(x, x_sq, c, c_sq, ok):
     """Squared L2 ``f32[T, P]`` from rows ``x[T, d]`` to centres ``c[P, d]`` in the
-    expanded form, with :func:`_seed_tile`'s rounding-noise rule; ``+inf`` for
-    centres with ``ok == False``."""
+    expanded form (copies of a centre weigh 0, see :func:`_above_noise`);
+    ``+inf`` for centres with ``ok == False``."""
     d = x.shape[1]
     dc = x_sq[:, None] - 2.0 * jnp.dot(x, c.T, precision=_HIGHEST) + c_sq[None, :]
     dc = _above_noise(dc, x_sq[:, None], c_sq[None, :], d)
@@ -129,90 +61,153 @@ def _seed_dists(x, x_sq, c, c_sq, ok):
 
 
 def _flush_tile(tile, pend, pend_sq, pend_ok):
-    """Fold the pending centres into a tile's stored distances ``f32[T]``."""
+    """Fold the pending centres into a tile's stored distances ``f32[T]``: the
+    squared distance of each row to its nearest folded centre (0 where
+    ineligible)."""
     x, x_sq, eligible, stored = tile
     near = jnp.min(_seed_dists(x, x_sq, pend, pend_sq, pend_ok), axis=1)
     return jnp.where(eligible, jnp.minimum(stored, near), 0.0)
 
 
-def _race_tile(tile, key_data):
-    """``(log_e, bound)`` of a tile for one draw: the row's ``log`` of an Exp(1)
-    draw (``+inf`` if ineligible) and the lower bound ``log_e - log(stored)`` of
-    its race value (the true distance is at most the stored one)."""
-    rank, eligible, stored = tile
-    log_e = jnp.where(eligible, _log_exp_draws(key_data, rank), jnp.inf)
-    bound = jnp.where(stored > 0.0, log_e - jnp.log(stored), jnp.inf)
-    return log_e, bound
+def _sub_key(key_data: jax.Array, i: int) -> jax.Array:
+    """``key_data(fold_in(K, i))`` for the key ``K`` with data ``key_data``."""
+    return threefry_2x32(key_data, jnp.array([0, i], jnp.uint32))
 
 
-def _kmeanspp_lazy(xt, x_sq, eligible, rank, key, k: int) -> jax.Array:
-    """k-means++ with the draws of :func:`_kmeanspp` (same keys, same race) but
-    the data read once per ``_SEED_PENDING`` centres instead of once per centre.
+def _propose(csum: jax.Array, key_data: jax.Array) -> jax.Array:
+    """A row drawn with probability ``∝`` its stored distance: its rank.
 
-    Stored distances cover the centres folded in so far; the others wait in a
-    pending buffer. A row's race value ``log_e - log(D)`` is at least
-    ``log_e - log(stored)``, so each draw re-scores exactly only the
-    ``_SEED_CHECK`` rows with the smallest bounds; when the best of them beats the
-    next bound the winner is settled (ties to the lower row, as every candidate
-    with an equal bound is in the set). Otherwise the pending centres are folded
-    in (one GEMM pass) and the draw runs over all rows as in :func:`_kmeanspp`.
-    Distances then come from a ``[rows, P]`` GEMM instead of a GEMV, so they may
-    differ from :func:`_kmeanspp`'s in the last bit; padded rows never matter.
+    ``csum`` holds the running sums of the stored distances in rank order, in
+    tiles of ``T`` ranks. Two levels: an exponential race over the tiles
+    (weights: the tiles' totals; keys ``fold_in(K, 0)`` and the tile index), then
+    the inverse CDF inside the winning tile with the uniform of ``fold_in(K, 1)``.
+    Rows of weight 0 are never drawn. Needs a positive total.
+    """
+    nt, T = csum.shape
+    tot = csum[:, -1]
+    tiles = jnp.arange(nt, dtype=jnp.int32)
+    race = jnp.where(
+        tot > 0.0, _log_exp_draws(_sub_key(key_data, 0), tiles) - jnp.log(tot), jnp.inf
+    )
+    b = _min_and_index(race)[1]  # ties to the lower tile
+    c = csum[b]
+    u = _uniforms(_sub_key(key_data, 1), jnp.zeros((1,), jnp.int32))[0]
+    i = jnp.searchsorted(c, u * c[-1], side="right", method="compare_all").astype(jnp.int32)
+    # u * total may round up to the total: then the tile's last row of weight > 0
+    grew = c > jnp.concatenate([jnp.zeros((1,), c.dtype), c[:-1]])
+    last = jnp.max(jnp.where(grew, jnp.arange(T, dtype=jnp.int32), 0))
+    return b * T + jnp.where(i < T, i, last)
+
+
+def _uniform_row(key_data: jax.Array, eligible: jax.Array, rank: jax.Array) -> jax.Array:
+    """An eligible row drawn uniformly: the smallest race value keyed by ``rank``."""
+    race = jnp.where(eligible, _log_exp_draws(key_data, rank), jnp.inf)
+    return _min_and_index(race)[1]  # ties to the lower row
+
+
+def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
+    """k-means++ seeds ``f32[k, d]`` from the tiles ``xt[nt, T, d]`` (squared-L2 weights).
+
+    Draw 0 is uniform over the eligible rows. Draw ``t > 0`` picks a row with
+    probability ``∝`` its squared distance ``D`` to the nearest chosen centre
+    (uniformly if every ``D`` is 0), by rejection sampling so that the data is
+    read once per ``_SEED_PENDING`` centres, not once per draw:
+
+    * stored distances cover the centres folded in so far; the newer ones wait
+      in a pending buffer, so a row's stored value ``S >= D``;
+    * trial ``j`` (key ``fold_in(fold_in(K, t), j)``) proposes a row ``∝ S``
+      (:func:`_propose`) and accepts it when ``u * S < D``, ``u`` the uniform
+      of ``fold_in(trial key, 2)`` -- an exact draw ``∝ D``;
+    * after ``_SEED_TRIALS`` rejections, or when the buffer is full, the pending
+      centres are folded in (one GEMM pass) and then ``S == D``, so the next
+      proposal is accepted.
+
+    Distances are computed per fixed tile, proposals over the real rows in rank
+    order (tiles of ``T`` ranks) and keyed by tile index or rank, so padding
+    rows, wherever they are, change nothing.
     """
     nt, tile, d = xt.shape
     n = nt * tile
-    P, m = _SEED_PENDING, min(_SEED_CHECK, n - 1)
+    P, J = _SEED_PENDING, _SEED_TRIALS
     x_flat = xt.reshape(n, d)
     x_sq_flat = x_sq.reshape(n)
+    elig_flat, rank_flat = eligible.reshape(n), rank.reshape(n)
+    by_rank = jnp.argsort(~real.reshape(n), stable=True)  # rank -> row; padding last
 
-    def flush(stored, pend, pend_sq, n_pend):
+    def flush(stored, pend, n_pend):
         ok = jnp.arange(P) < n_pend
-        return _map_tiles(_flush_tile, (xt, x_sq, eligible, stored), (pend, pend_sq, ok))
+        stored = _map_tiles(
+            _flush_tile, (xt, x_sq, eligible, stored), (pend, _isolated_sq_norms(pend), ok)
+        )
+        return stored, _map_tiles(jnp.cumsum, stored.reshape(n)[by_rank].reshape(nt, tile))
 
-    def keep(stored, *_):
-        return stored
+    def keep(stored, csum, *_):
+        return stored, csum
+
+    def trial(kd, j, stored, csum, pend, n_pend):
+        """``(row, accepted)`` of trial ``j``."""
+        kj = _sub_key(kd, j)
+        row = by_rank[_propose(csum, kj)]
+        ok = jnp.arange(P) < n_pend
+        near = _seed_dists(
+            x_flat[row][None], x_sq_flat[row][None], pend, _isolated_sq_norms(pend), ok
+        )
+        s = stored.reshape(n)[row]
+        dist = jnp.minimum(s, jnp.min(near))
+        u = _uniforms(_sub_key(kj, 2), jnp.zeros((1,), jnp.int32))[0]
+        return row, u * s < dist
 
     def step(t, carry):
-        cents, stored, pend, n_pend = carry
-        pend_sq = _isolated_sq_norms(pend)
-        stored = lax.cond(n_pend == P, flush, keep, stored, pend, pend_sq, n_pend)
-        n_pend = jnp.where(n_pend == P, 0, n_pend)
+        cents, stored, csum, pend, n_pend = carry
         kd = jax.random.key_data(jax.random.fold_in(key, t))
-        log_e, bound = _map_tiles(_race_tile, (rank, eligible, stored), (kd,))
-        log_e, bound = log_e.reshape(n), bound.reshape(n)
-        # the m + 1 smallest bounds; the first m, in row order, are re-scored
-        neg, order = lax.optimization_barrier(lax.top_k(-bound, m + 1))
-        next_bound = -neg[m]
-        rows = jnp.sort(order[:m])
-        ok = jnp.arange(P) < n_pend
-        near = jnp.min(_seed_dists(x_flat[rows], x_sq_flat[rows], pend, pend_sq, ok), axis=1)
-        dist = jnp.minimum(stored.reshape(n)[rows], near)
-        score = jnp.where(dist > 0.0, log_e[rows] - jnp.log(dist), jnp.inf)
-        best, at = _min_and_index(score)
-        settled = (t > 0) & (best < jnp.inf) & (best < next_bound)
+        full = (n_pend == P) | (t == 1)  # t == 1: nothing folded in yet
+        stored, csum = lax.cond(
+            full, lambda *a: flush(*a[:1], *a[2:]), keep, stored, csum, pend, n_pend
+        )
+        n_pend = jnp.where(full, 0, n_pend)
+        positive = jnp.any(csum[:, -1] > 0.0)
 
-        def full(stored):
-            stored = lax.cond(t > 0, flush, keep, stored, pend, pend_sq, n_pend)
-            s = stored.reshape(n)
-            race_w = jnp.where(s > 0.0, log_e - jnp.log(s), jnp.inf)
-            race = jnp.where((t > 0) & jnp.any(s > 0.0), race_w, log_e)
-            return stored, _min_and_index(race)[1]  # ties to the lower row
+        def cond(c):
+            j, accepted, _ = c
+            return positive & ~accepted & (j < J)
 
-        def fast(stored):
-            return stored, rows[at]
+        def body(c):
+            j = c[0]
+            row, accepted = trial(kd, j, stored, csum, pend, n_pend)
+            return j + 1, accepted, row
 
-        stored, win = lax.cond(settled, fast, full, stored)
-        n_pend = jnp.where(settled, n_pend, 0)  # ``full`` folded the pending ones in
-        c = x_flat[win]
-        return cents.at[t].set(c), stored, pend.at[n_pend].set(c), n_pend + 1
+        _, accepted, row = lax.while_loop(
+            cond, body, (jnp.int32(0), jnp.bool_(False), jnp.int32(0))
+        )
 
+        def settle(stored, csum, pend, n_pend):
+            stored, csum = lax.cond(
+                n_pend > 0, lambda *a: flush(*a[:1], *a[2:]), keep, stored, csum, pend, n_pend
+            )
+            row = lax.cond(
+                jnp.any(csum[:, -1] > 0.0),
+                lambda: by_rank[_propose(csum, _sub_key(kd, J))],
+                lambda: _uniform_row(kd, elig_flat, rank_flat),
+            )
+            return stored, csum, row, jnp.int32(0)
+
+        def done(stored, csum, pend, n_pend):
+            return stored, csum, row, n_pend
+
+        stored, csum, row, n_pend = lax.cond(accepted, done, settle, stored, csum, pend, n_pend)
+        c = x_flat[row]
+        return cents.at[t].set(c), stored, csum, pend.at[n_pend].set(c), n_pend + 1
+
+    first = _uniform_row(jax.random.key_data(jax.random.fold_in(key, 0)), elig_flat, rank_flat)
+    c0 = x_flat[first]
     init = (
-        jnp.zeros((k, d), jnp.float32),
+        jnp.zeros((k, d), jnp.float32).at[0].set(c0),
         jnp.where(eligible, jnp.inf, 0.0).astype(jnp.float32),
-        jnp.zeros((P, d), jnp.float32),
-        jnp.int32(0),
+        jnp.zeros((nt, tile), jnp.float32),
+        jnp.zeros((P, d), jnp.float32).at[0].set(c0),
+        jnp.int32(1),
     )
-    return lax.fori_loop(0, k, step, init)[0]
+    return lax.fori_loop(1, k, step, init)[0]
 
 
 def _random_init(x_flat, eligible, rank, key, k: int) -> jax.Array:
