@@ -23,7 +23,7 @@ from jax import lax
 from ._config import Metric
 from ._kmeans import _score_tile, coarse_scores
 from ._metrics import COSINE_EPS
-from ._tiles import _isolated_sq_norms, _map_tiles, _min_and_index
+from ._tiles import _isolated_sq_norms, _map_tiles, _min_and_index, recheck_rows
 
 KIND_L2 = "l2"
 KIND_COSINE = "cosine"
@@ -139,19 +139,7 @@ def assign(
     best, unsure = out[:, 0], out[:, 1].astype(bool)
     if n_rows is not None:
         unsure &= jnp.arange(n) < n_rows
-    cap = max(64, n // 32)
-    count = jnp.sum(unsure)
-
-    def recheck_some(_):
-        rows = jnp.nonzero(unsure, size=cap, fill_value=0)[0]
-        lab = probe(x[rows], centroids, kind, 1, c_sq)[:, 0]
-        rows = jnp.where(jnp.arange(cap) < count, rows, n)
-        return best.at[rows].set(lab, mode="drop")
-
-    def recheck_all(_):
-        return probe(x, centroids, kind, 1, c_sq)[:, 0]
-
-    return lax.cond(count > cap, recheck_all, recheck_some, None)
+    return recheck_rows(x, best, unsure, lambda r: probe(r, centroids, kind, 1, c_sq)[:, 0])
 
 
 # Batches for assignment/probing are padded to at least this many rows (fewer

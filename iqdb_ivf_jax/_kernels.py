@@ -12,7 +12,7 @@ import numpy as np
 from ._assign import MIN_ROWS, assign, coarse_kind
 from ._layout import BlockLayout, pow2_at_least
 from ._metrics import row_norms
-from ._pq import pq_encode
+from ._pq import pq_encode_fast
 from ._state import IvfState
 
 
@@ -33,7 +33,7 @@ def prepare_rows(state: IvfState, x: jax.Array, n_rows: jax.Array | None = None)
     labels = assign(x, state.centroids, coarse_kind(state.metric), state.centroid_sq, n_rows)
     if state.is_pq:
         target = x - state.centroids[labels] if state.by_residual else x
-        codes = pq_encode(target, state.codebooks)
+        codes = pq_encode_fast(target, state.codebooks, n_rows)
     else:
         codes = jnp.zeros((x.shape[0], 0), jnp.uint8)
     return labels, row_norms(x), codes

@@ -28,7 +28,8 @@ updates with the plain mean (faiss IVF with an inner-product quantizer).
   over the eligible rows, counter = the row's rank (its position among the rows
   whose mask is True), ties to the lower row; ``"random"`` init takes the ``k``
   rows with the smallest draw-0 uniforms. k-means++ draw ``t > 0``, trial ``j``
-  (``K_tj = fold_in(K_t, j)``) races the tiles of ``T`` consecutive ranks by
+  (``K_tj = fold_in(K_t, j)``) races the tiles of ``T`` consecutive ranks (``T``
+  the row tile: 1024 for the coarse quantizer, 128 for PQ codebooks) by
   their stored totals with ``fold_in(K_tj, 0)`` at counter = tile index, takes
   the row at the inverse CDF of the uniform of ``fold_in(K_tj, 1)`` (counter 0)
   inside the winner, and accepts it if the uniform of ``fold_in(K_tj, 2)`` (counter 0)
@@ -417,9 +418,8 @@ class _FitTiles(NamedTuple):
     rank: jax.Array  # i32[nt, T] position among the real rows (keys the draws)
 
 
-def _fit_tiles(x, mask, kind) -> _FitTiles:
+def _fit_tiles(x, mask, kind, tile: int = _TRAIN_TILE) -> _FitTiles:
     n_pad, d = x.shape
-    tile = _TRAIN_TILE
     nt = max(1, -(-n_pad // tile))
     mask = jnp.asarray(mask, jnp.bool_)
     x = jnp.where(mask[:, None], jnp.asarray(x, jnp.float32), 0.0)
@@ -446,11 +446,22 @@ def _init_centres(ft: _FitTiles, key, k: int, init: str) -> jax.Array:
 
 
 def _kmeans_fit_impl(
-    x, mask, key, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP, centres=None
+    x,
+    mask,
+    key,
+    n_clusters,
+    max_iter,
+    kind,
+    tol,
+    segment,
+    init=INIT_KMEANSPP,
+    centres=None,
+    tile=_TRAIN_TILE,
 ):
-    """k-means on ``x``; ``centres`` (``f32[k, d]``), if given, replace the
-    initialisation (``pq_train`` seeds its subvectors outside ``jax.vmap``)."""
-    ft = _fit_tiles(x, mask, kind)
+    """k-means on ``x`` in row tiles of ``tile``; ``centres`` (``f32[k, d]``), if
+    given, replace the initialisation (``pq_train`` seeds its subvectors outside
+    ``jax.vmap``)."""
+    ft = _fit_tiles(x, mask, kind, tile)
     xt, mt, x_sq, eligible = ft.xt, ft.mt, ft.x_sq, ft.eligible
     nt, tile, d = xt.shape
     x_flat = xt.reshape(nt * tile, d)
@@ -483,10 +494,12 @@ def _kmeans_fit_impl(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment", "init")
+    jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment", "init", "tile")
 )
-def _kmeans_fit_jit(x, mask, key, *, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP):
-    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init)
+def _kmeans_fit_jit(
+    x, mask, key, *, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP, tile=_TRAIN_TILE
+):
+    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init, tile=tile)
 
 
 def kmeans_fit(
@@ -499,6 +512,7 @@ def kmeans_fit(
     kind: str = KIND_L2,
     tol: float = 1e-4,
     init: str = INIT_KMEANSPP,
+    tile: int = _TRAIN_TILE,
 ) -> KMeansResult:
     """Seeded k-means++ / Lloyd k-means (behaviour §3.5, §4a).
 
@@ -535,6 +549,9 @@ def kmeans_fit(
         init: ``"kmeans++"`` (step 1, the reference's) or ``"random"``: the
             ``n_clusters`` distinct eligible rows with the smallest uniforms of
             draw 0 (faiss's default init; no sequential seeding passes).
+        tile: rows per fixed tile (static; 1024 for the coarse quantizer, 128
+            for PQ codebooks): row bits and the k-means++ proposal tiles depend
+            on it, so results are reproducible for a given tile.
 
     Returns:
         :class:`KMeansResult` with exactly ``n_clusters`` centroids, even when the
@@ -554,6 +571,8 @@ def kmeans_fit(
     """
     _check_kind(kind)
     check_init(init)
+    if not isinstance(tile, int) or tile < 1:
+        raise ValueError(f"tile must be an int >= 1, got {tile!r}")
     if n_clusters < 1 or max_iter < 1:
         raise ValueError(f"need n_clusters >= 1 and max_iter >= 1, got {n_clusters}, {max_iter}")
     if x.ndim != 2 or mask.shape != x.shape[:1] or x.shape[0] < 1:
@@ -570,4 +589,5 @@ def kmeans_fit(
         tol=float(tol),
         segment=_use_segment_sum(),
         init=init,
+        tile=int(tile),
     )

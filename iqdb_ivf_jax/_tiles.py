@@ -133,3 +133,26 @@ def _isolated_sq_norms(c: jax.Array) -> jax.Array:
     (barriers on both sides), so their bits depend only on ``c``'s shape."""
     c = lax.optimization_barrier(c)
     return lax.optimization_barrier(jnp.sum(c * c, axis=1))
+
+
+def recheck_rows(x: jax.Array, fast: jax.Array, unsure: jax.Array, exact: Callable) -> jax.Array:
+    """``fast`` (one result row per row of ``x``) with the ``unsure`` rows
+    replaced by ``exact(x[rows])``.
+
+    The unsure rows are gathered into a buffer of ``max(64, n // 32)`` rows; if
+    more are unsure, ``exact(x)`` re-computes every row.
+    """
+    n = x.shape[0]
+    cap = max(64, n // 32)
+    count = jnp.sum(unsure)
+
+    def some(_):
+        rows = jnp.nonzero(unsure, size=cap, fill_value=0)[0]
+        got = exact(x[rows])
+        rows = jnp.where(jnp.arange(cap) < count, rows, n)
+        return fast.at[rows].set(got, mode="drop")
+
+    def every(_):
+        return exact(x)
+
+    return lax.cond(count > cap, every, some, None)

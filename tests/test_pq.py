@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iqdb_ivf_jax._kmeans import kmeans_fit, pq_key
-from iqdb_ivf_jax._pq import adc_scores, adc_tables, pq_decode, pq_encode, pq_train
+from iqdb_ivf_jax._pq import _TRAIN_TILE as PQ_TRAIN_TILE
+from iqdb_ivf_jax._pq import (
+    adc_scores,
+    adc_tables,
+    pq_decode,
+    pq_encode,
+    pq_encode_fast,
+    pq_train,
+)
 
 N, D, M = 512, 8, 2
 ADC_KINDS = ("l2", "dot", "l1")
@@ -67,6 +75,7 @@ def test_train_is_per_subvector_kmeans_and_ignores_padding(trained):
             mask,
             jax.random.fold_in(pq_key(0), j),
             n_clusters=256,
+            tile=PQ_TRAIN_TILE,
         )
         assert _bits_equal(cb[j], ref.centroids)
 
@@ -137,6 +146,39 @@ def test_encode_batch_invariant(trained):
     np.testing.assert_array_equal(np.asarray(pq_encode(x[:70], cb)), np.asarray(full[:70]))
     vm = jax.jit(jax.vmap(lambda v: pq_encode(v, cb)))(x)
     np.testing.assert_array_equal(np.asarray(vm), np.asarray(full))
+
+
+def _near_ties(seed=0, n=3000, m=4, dsub=4):
+    """Rows near the midpoint of two codewords in some subvectors, rows equal to
+    codewords, duplicated codewords: many rows the fast encoder must re-check."""
+    rng = np.random.default_rng(seed)
+    cb = rng.standard_normal((m, 256, dsub)).astype(np.float32)
+    cb[:, 5] = cb[:, 4]  # exact duplicate codewords: ties to the lower one
+    x = rng.standard_normal((n, m * dsub)).astype(np.float32)
+    xs = x.reshape(n, m, dsub)
+    i, j = rng.integers(0, 256, (2, n // 3))
+    mid = 0.5 * (cb[0, i] + cb[0, j])
+    xs[: n // 3, 0] = mid + np.float32(1e-7) * rng.standard_normal(mid.shape).astype(np.float32)
+    xs[n // 3 : n // 3 + 50, 1] = cb[1, :50]
+    return xs.reshape(n, m * dsub), cb
+
+
+@pytest.mark.parametrize("n_rows", [None, 2000, 2999])
+def test_fast_encode_equals_encode(n_rows):
+    x, cb = _near_ties()
+    x[1000:] = np.random.default_rng(1).standard_normal(x[1000:].shape).astype(np.float32)
+    want = np.asarray(pq_encode(x, cb))
+    nr = None if n_rows is None else jnp.int32(n_rows)
+    got = np.asarray(pq_encode_fast(x, jnp.asarray(cb), nr))
+    k = len(x) if n_rows is None else n_rows
+    np.testing.assert_array_equal(got[:k], want[:k])
+
+
+def test_fast_encode_with_more_unsure_rows_than_its_buffer():
+    x, cb = _near_ties(seed=2)  # a third of the rows are near ties: all re-encoded
+    np.testing.assert_array_equal(
+        np.asarray(pq_encode_fast(x, jnp.asarray(cb))), np.asarray(pq_encode(x, cb))
+    )
 
 
 def test_decode(trained):
