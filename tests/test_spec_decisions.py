@@ -100,7 +100,10 @@ def test_b56_hamming_probes_depend_on_query():
     rng = np.random.default_rng(561)
     protos = rng.integers(0, 2, (4, 16)).astype(np.float32)
     lab = rng.integers(0, 4, 200)
-    flips = rng.random((200, 16)) < 0.05
+    # 2% flips: clusters tight enough that k-means separates the four prototypes
+    # whatever the seed (with 5% flips ~1 seed in 20 merges two of them: measured
+    # 39/41 seeds, vs 41/41 here)
+    flips = rng.random((200, 16)) < 0.02
     x = np.abs(protos[lab] - flips).astype(np.float32)
     idx = IvfIndex(16, "hamming", IvfConfig(n_clusters=4, n_probes=1, seed=561))
     idx.train(x)
