@@ -74,14 +74,17 @@ def _sub_key(key_data: jax.Array, i: int) -> jax.Array:
     return threefry_2x32(key_data, jnp.array([0, i], jnp.uint32))
 
 
-def _propose(csum: jax.Array, key_data: jax.Array) -> jax.Array:
+def _propose(weights: jax.Array, csum: jax.Array, key_data: jax.Array) -> jax.Array:
     """A row drawn with probability ``∝`` its stored distance: its rank.
 
-    ``csum`` holds the running sums of the stored distances in rank order, in
-    tiles of ``T`` ranks. Two levels: an exponential race over the tiles
-    (weights: the tiles' totals; keys ``fold_in(K, 0)`` and the tile index), then
-    the inverse CDF inside the winning tile with the uniform of ``fold_in(K, 1)``.
-    Rows of weight 0 are never drawn. Needs a positive total.
+    ``weights`` holds the stored distances in rank order, in tiles of ``T``
+    ranks, and ``csum`` their running sums per tile. Two levels: an exponential
+    race over the tiles (weights: the tiles' totals; keys ``fold_in(K, 0)`` and
+    the tile index), then the inverse CDF inside the winning tile with the
+    uniform of ``fold_in(K, 1)``: the first rank of positive weight whose running
+    sum exceeds ``u * total`` (XLA's running sums are not exactly monotone, so
+    rows of weight 0 are excluded explicitly: they are never drawn). Needs a
+    positive total.
     """
     nt, T = csum.shape
     tot = csum[:, -1]
@@ -90,12 +93,12 @@ def _propose(csum: jax.Array, key_data: jax.Array) -> jax.Array:
         tot > 0.0, _log_exp_draws(_sub_key(key_data, 0), tiles) - jnp.log(tot), jnp.inf
     )
     b = _min_and_index(race)[1]  # ties to the lower tile
-    c = csum[b]
+    c, w = csum[b], weights[b]
     u = _uniforms(_sub_key(key_data, 1), jnp.zeros((1,), jnp.int32))[0]
-    i = jnp.searchsorted(c, u * c[-1], side="right", method="compare_all").astype(jnp.int32)
-    # u * total may round up to the total: then the tile's last row of weight > 0
-    grew = c > jnp.concatenate([jnp.zeros((1,), c.dtype), c[:-1]])
-    last = jnp.max(jnp.where(grew, jnp.arange(T, dtype=jnp.int32), 0))
+    ranks = jnp.arange(T, dtype=jnp.int32)
+    i = jnp.min(jnp.where((w > 0.0) & (c > u * c[-1]), ranks, T))
+    # u * total may round up to the total: then the tile's last rank of weight > 0
+    last = jnp.max(jnp.where(w > 0.0, ranks, 0))
     return b * T + jnp.where(i < T, i, last)
 
 
@@ -139,15 +142,16 @@ def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
         stored = _map_tiles(
             _flush_tile, (xt, x_sq, eligible, stored), (pend, _isolated_sq_norms(pend), ok)
         )
-        return stored, _map_tiles(jnp.cumsum, stored.reshape(n)[by_rank].reshape(nt, tile))
+        weights = stored.reshape(n)[by_rank].reshape(nt, tile)
+        return stored, (weights, _map_tiles(jnp.cumsum, weights))  # the proposal table
 
-    def keep(stored, csum, *_):
-        return stored, csum
+    def keep(stored, table, *_):
+        return stored, table
 
-    def trial(kd, j, stored, csum, pend, n_pend):
+    def trial(kd, j, stored, table, pend, n_pend):
         """``(row, accepted)`` of trial ``j``."""
         kj = _sub_key(kd, j)
-        row = by_rank[_propose(csum, kj)]
+        row = by_rank[_propose(*table, kj)]
         ok = jnp.arange(P) < n_pend
         near = _seed_dists(
             x_flat[row][None], x_sq_flat[row][None], pend, _isolated_sq_norms(pend), ok
@@ -158,14 +162,14 @@ def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
         return row, u * s < dist
 
     def step(t, carry):
-        cents, stored, csum, pend, n_pend = carry
+        cents, stored, table, pend, n_pend = carry
         kd = jax.random.key_data(jax.random.fold_in(key, t))
         full = (n_pend == P) | (t == 1)  # t == 1: nothing folded in yet
-        stored, csum = lax.cond(
-            full, lambda *a: flush(*a[:1], *a[2:]), keep, stored, csum, pend, n_pend
+        stored, table = lax.cond(
+            full, lambda *a: flush(*a[:1], *a[2:]), keep, stored, table, pend, n_pend
         )
         n_pend = jnp.where(full, 0, n_pend)
-        positive = jnp.any(csum[:, -1] > 0.0)
+        positive = jnp.any(table[1][:, -1] > 0.0)
 
         def cond(c):
             j, accepted, _ = c
@@ -173,37 +177,37 @@ def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
 
         def body(c):
             j = c[0]
-            row, accepted = trial(kd, j, stored, csum, pend, n_pend)
+            row, accepted = trial(kd, j, stored, table, pend, n_pend)
             return j + 1, accepted, row
 
         _, accepted, row = lax.while_loop(
             cond, body, (jnp.int32(0), jnp.bool_(False), jnp.int32(0))
         )
 
-        def settle(stored, csum, pend, n_pend):
-            stored, csum = lax.cond(
-                n_pend > 0, lambda *a: flush(*a[:1], *a[2:]), keep, stored, csum, pend, n_pend
+        def settle(stored, table, pend, n_pend):
+            stored, table = lax.cond(
+                n_pend > 0, lambda *a: flush(*a[:1], *a[2:]), keep, stored, table, pend, n_pend
             )
             row = lax.cond(
-                jnp.any(csum[:, -1] > 0.0),
-                lambda: by_rank[_propose(csum, _sub_key(kd, J))],
+                jnp.any(table[1][:, -1] > 0.0),
+                lambda: by_rank[_propose(*table, _sub_key(kd, J))],
                 lambda: _uniform_row(kd, elig_flat, rank_flat),
             )
-            return stored, csum, row, jnp.int32(0)
+            return stored, table, row, jnp.int32(0)
 
-        def done(stored, csum, pend, n_pend):
-            return stored, csum, row, n_pend
+        def done(stored, table, pend, n_pend):
+            return stored, table, row, n_pend
 
-        stored, csum, row, n_pend = lax.cond(accepted, done, settle, stored, csum, pend, n_pend)
+        stored, table, row, n_pend = lax.cond(accepted, done, settle, stored, table, pend, n_pend)
         c = x_flat[row]
-        return cents.at[t].set(c), stored, csum, pend.at[n_pend].set(c), n_pend + 1
+        return cents.at[t].set(c), stored, table, pend.at[n_pend].set(c), n_pend + 1
 
     first = _uniform_row(jax.random.key_data(jax.random.fold_in(key, 0)), elig_flat, rank_flat)
     c0 = x_flat[first]
     init = (
         jnp.zeros((k, d), jnp.float32).at[0].set(c0),
         jnp.where(eligible, jnp.inf, 0.0).astype(jnp.float32),
-        jnp.zeros((nt, tile), jnp.float32),
+        (jnp.zeros((nt, tile), jnp.float32), jnp.zeros((nt, tile), jnp.float32)),
         jnp.zeros((P, d), jnp.float32).at[0].set(c0),
         jnp.int32(1),
     )
