@@ -23,7 +23,7 @@ from jax import lax
 from ._config import Metric
 from ._kmeans import _score_tile, coarse_scores
 from ._metrics import COSINE_EPS
-from ._tiles import _isolated_sq_norms, _map_tiles, _min_and_index, recheck_rows
+from ._tiles import _isolated_sq_norms, _map_tiles, _two_smallest, recheck_rows
 
 KIND_L2 = "l2"
 KIND_COSINE = "cosine"
@@ -91,9 +91,7 @@ def _fast_tile(x, centroids, c_sq, c_sq_max, kind):
         s = c_sq[None, :] - 2.0 * jnp.dot(x, centroids.T, precision=lax.Precision.HIGHEST)
     else:
         s = _score_tile(x, centroids, c_sq, kind)
-    best_s, best = _min_and_index(s, axis=1)
-    col = lax.broadcasted_iota(jnp.int32, s.shape, 1)
-    second = jnp.min(jnp.where(col == best[:, None], jnp.inf, s), axis=1)
+    best_s, best, second = _two_smallest(s, axis=1)
     q_sq = jnp.sum(x * x, axis=1)
     unsure = second - best_s <= _gap_bound(q_sq, c_sq_max, x.shape[1], kind)
     if kind == KIND_COSINE:  # a norm product near the cut-off may flip 1.0 <-> cosine

@@ -36,7 +36,7 @@ from ._kmeans import (
     check_init,
 )
 from ._metrics import no_contract
-from ._tiles import _batch_invariant, _map_tiles, _min_and_index, recheck_rows
+from ._tiles import _batch_invariant, _map_tiles, _min_and_index, _two_smallest, recheck_rows
 
 N_CODEWORDS = 256
 ADC_KINDS = ("l2", "dot", "l1")
@@ -133,20 +133,26 @@ def pq_train(
     )
 
 
-def _encode_tile(xt: jax.Array, codebooks: jax.Array) -> jax.Array:
-    """Codes ``u8[T, m]`` of a tile ``f32[T, d]``.
+def _code_dists(xt: jax.Array, codebooks: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Squared L2 from each subvector of a tile ``f32[T, d]`` to each codeword,
+    ``f32[m, 256, T]`` (expanded form, clamped at 0), and the subvectors'
+    squared norms ``f32[m, T]``.
 
-    Distances are laid out ``[m, 256, T]`` so the codeword minimum reduces a
-    non-minor axis (vectorised across the tile's rows on XLA CPU; the row-minor
-    layout ran ~1.5x slower).
+    The ``[m, 256, T]`` layout makes the codeword minimum reduce a non-minor
+    axis (vectorised across the tile's rows on XLA CPU; the row-minor layout ran
+    ~1.5x slower).
     """
     m = codebooks.shape[0]
     xs = _split(xt, m)  # [T, m, dsub]
     dots = jnp.einsum("mcj,tmj->mct", codebooks, xs, precision=_HIGHEST)
-    x_sq = jnp.sum(xs * xs, axis=2)  # [T, m]
+    x_sq = jnp.sum(xs * xs, axis=2).T  # [m, T]
     c_sq = jnp.sum(codebooks * codebooks, axis=2)  # [m, 256]
-    dist = jnp.maximum(x_sq.T[:, None, :] - 2.0 * dots + c_sq[:, :, None], 0.0)
-    code = _min_and_index(dist, axis=1)[1]  # [m, T]; ties to the lowest codeword
+    return jnp.maximum(x_sq[:, None, :] - 2.0 * dots + c_sq[:, :, None], 0.0), x_sq
+
+
+def _encode_tile(xt: jax.Array, codebooks: jax.Array) -> jax.Array:
+    """Codes ``u8[T, m]`` of a tile ``f32[T, d]``; ties to the lowest codeword."""
+    code = _min_and_index(_code_dists(xt, codebooks)[0], axis=1)[1]  # [m, T]
     return jnp.minimum(code, N_CODEWORDS - 1).astype(jnp.uint8).T
 
 
@@ -184,15 +190,9 @@ def _encode_tile_checked(xt: jax.Array, codebooks: jax.Array, c_sq_max: jax.Arra
     computed in a large tile, and last a flag, 1 where some subvector's two best
     codewords are within the rounding bound of each other (so the 16-row kernel
     might pick the other one)."""
-    m, _, dsub = codebooks.shape
-    xs = _split(xt, m)  # [T, m, dsub]
-    dots = jnp.einsum("mcj,tmj->mct", codebooks, xs, precision=_HIGHEST)
-    x_sq = jnp.sum(xs * xs, axis=2).T  # [m, T]
-    c_sq = jnp.sum(codebooks * codebooks, axis=2)  # [m, 256]
-    dist = jnp.maximum(x_sq[:, None, :] - 2.0 * dots + c_sq[:, :, None], 0.0)
-    best_d, code = _min_and_index(dist, axis=1)  # [m, T]
-    col = lax.broadcasted_iota(jnp.int32, dist.shape, 1)
-    second = jnp.min(jnp.where(col == code[:, None, :], jnp.inf, dist), axis=1)
+    dsub = codebooks.shape[2]
+    dist, x_sq = _code_dists(xt, codebooks)
+    best_d, code, second = _two_smallest(dist, axis=1)  # each [m, T]
     bound = _gap_bound(x_sq, c_sq_max[:, None], dsub, "l2")
     unsure = jnp.any(second - best_d <= bound, axis=0)  # [T]
     code = jnp.minimum(code, N_CODEWORDS - 1)

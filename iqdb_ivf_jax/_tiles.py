@@ -89,6 +89,16 @@ def _min_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
     return jnp.squeeze(m, axis=axis), first
 
 
+def _two_smallest(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(min, index of its first occurrence, runner-up)`` along ``axis``: the
+    runner-up is the minimum with that one position left out (a tie repeats
+    the minimum). Fast kernels compare ``runner-up - min`` with a rounding bound."""
+    best, idx = _min_and_index(v, axis)
+    col = lax.broadcasted_iota(jnp.int32, v.shape, axis % v.ndim)
+    second = jnp.min(jnp.where(col == jnp.expand_dims(idx, axis), jnp.inf, v), axis=axis)
+    return best, idx, second
+
+
 def _max_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
     """``(max, index of its first occurrence)`` along ``axis`` (see :func:`_min_and_index`)."""
     m = jnp.max(v, axis=axis, keepdims=True)
