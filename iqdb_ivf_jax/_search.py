@@ -195,11 +195,20 @@ def _scan_blocks(state: IvfState, q: jax.Array, blocks: jax.Array, n: jax.Array)
 
 
 def _rescore(state, q, approx, seq, ok, slot_of, k: int, shortlist: int):
-    """Top ``shortlist`` by ``(approx, seq)``, re-scored exactly, top ``k`` by ``(exact, seq)``."""
-    _, pos = smallest_k(approx, seq, ok, shortlist)
-    short = jnp.where(pos >= 0, slot_of[jnp.maximum(pos, 0)], -1)
+    """Top ``shortlist`` by ``(approx, seq)``, re-scored exactly, top ``k`` by ``(exact, seq)``.
+
+    With ``shortlist >= len(approx)`` every candidate is re-scored: the first
+    selection would only reorder them, and the second (by ``(exact, seq)``, seqs
+    distinct) does not depend on the order, so it is skipped.
+    """
+    if shortlist >= approx.shape[0]:
+        short, short_seq = jnp.where(ok, slot_of, -1), seq
+    else:
+        _, pos = smallest_k(approx, seq, ok, shortlist)
+        short = jnp.where(pos >= 0, slot_of[jnp.maximum(pos, 0)], -1)
+        short_seq = seq[jnp.maximum(pos, 0)]
     exact = _exact_rows(state, q, short)
-    dist, p2 = smallest_k(exact, seq[jnp.maximum(pos, 0)], short >= 0, k)
+    dist, p2 = smallest_k(exact, short_seq, short >= 0, k)
     return dist, jnp.where(p2 >= 0, short[jnp.maximum(p2, 0)], -1)
 
 
