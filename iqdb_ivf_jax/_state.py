@@ -51,8 +51,8 @@ class IvfState:
     list_blocks: jax.Array
     list_nblocks: jax.Array
     centroid_sq: jax.Array
-    metric: Metric = dataclasses.field(metadata=dict(static=True))
-    by_residual: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    metric: Metric = dataclasses.field(metadata={"static": True})
+    by_residual: bool = dataclasses.field(default=False, metadata={"static": True})
 
     @property
     def n_lists(self) -> int:

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 
 from ._assign import coarse_kind
 from ._assign import probe as _probe
-from ._search import scan_block_ids as scan_block_ids
+from ._search import scan_block_ids
 from ._search import search_one as _search_one
-from ._state import IvfState as IvfState
+from ._state import IvfState
 
 
 def default_scan_blocks(state: IvfState, n_probes: int) -> int:

@@ -44,7 +44,7 @@ def test_vmap_equals_native_batch(built):
     q = x[100:140] + 0.02
     st = index.state
     refine = index.pq_refine_factor if index.config.use_pq else 0
-    kw = dict(k=5, n_probes=4, refine=refine)
+    kw = {"k": 5, "n_probes": 4, "refine": refine}
     vm = jax.jit(jax.vmap(lambda qq: functional.search(st, qq, **kw)))(q)
     nb = jax.jit(lambda qq: functional.search_batch(st, qq, **kw))(q)
     assert np.array_equal(np.asarray(vm[1]), np.asarray(nb[1]))
@@ -55,14 +55,14 @@ def test_functional_mask_equals_filter(built):
     index, x = built
     q = x[:8] + 0.01
     flt = Filter.eq("even", True)
-    D, I = index.search_arrays(q, k=5, filter=flt)
+    _D, I = index.search_arrays(q, k=5, filter=flt)
     mask = np.zeros(index.state.valid.size, bool)
     for i in range(0, len(x), 2):
         mask[index._id_slot[i]] = True
     mask = mask.reshape(index.state.valid.shape)
     refine = index.pq_refine_factor if index.config.use_pq else 0
     for r in range(len(q)):
-        d, s = functional.search(index.state, q[r], k=5, n_probes=4, mask=mask, refine=refine)
+        _d, s = functional.search(index.state, q[r], k=5, n_probes=4, mask=mask, refine=refine)
         assert index.ids_for_slots(s) == I[r].tolist()
         assert all(i % 2 == 0 for i in I[r])
 
