@@ -69,17 +69,34 @@ def smallest_k(
     secondary = jnp.where(valid, jnp.where(nan, seq + _NAN_OFFSET, seq), INVALID_KEY)
     vals, idx_a = _smallest(primary, kk)
     thresh = vals[kk - 1]
-    # Everything strictly below the k-th value is in idx_a; fill the rest from the
-    # candidates equal to it, by secondary key (distinct for valid candidates).
-    tie_key = jnp.where(primary == thresh, secondary, INVALID_KEY)
-    _, idx_b = _smallest(_as_ordered_float(tie_key), kk)
     # (positions past n are padding of the two-stage selection: never kept)
-    keep_a = (idx_a < n) & (primary[jnp.minimum(idx_a, n - 1)] < thresh)
-    idx_b_ok = jnp.minimum(idx_b, n - 1)
-    keep_b = (idx_b < n) & (primary[idx_b_ok] == thresh) & (secondary[idx_b_ok] != INVALID_KEY)
-    idx_a, idx_b = jnp.minimum(idx_a, n - 1), idx_b_ok
-    cand = jnp.concatenate([idx_a, idx_b]).astype(jnp.int32)
-    keep = jnp.concatenate([keep_a, keep_b])
+    in_a = idx_a < n
+    idx_a = jnp.minimum(idx_a, n - 1)
+
+    def with_ties(_):
+        # Everything strictly below the k-th value is in idx_a; fill the rest from
+        # the candidates equal to it, by secondary key (distinct for valid ones).
+        tie_key = jnp.where(primary == thresh, secondary, INVALID_KEY)
+        _, idx_b = _smallest(_as_ordered_float(tie_key), kk)
+        idx_b_ok = jnp.minimum(idx_b, n - 1)
+        keep_b = (idx_b < n) & (primary[idx_b_ok] == thresh) & (secondary[idx_b_ok] != INVALID_KEY)
+        keep_a = in_a & (primary[idx_a] < thresh)
+        return (
+            jnp.concatenate([idx_a, idx_b_ok]).astype(jnp.int32),
+            jnp.concatenate([keep_a, keep_b]),
+        )
+
+    def unique_kth(_):
+        # One candidate holds the k-th value, so idx_a is exactly the k smallest
+        # (a finite k-th value: the candidate is valid and not NaN).
+        pad = jnp.zeros_like(idx_a)
+        return (
+            jnp.concatenate([idx_a, pad]).astype(jnp.int32),
+            jnp.concatenate([in_a, pad.astype(bool)]),
+        )
+
+    unique = (thresh < jnp.inf) & (jnp.sum((primary == thresh).astype(jnp.int32)) == 1)
+    cand, keep = lax.cond(unique, unique_kth, with_ties, None)
     k1 = jnp.where(keep, primary[cand], jnp.inf)
     k2 = jnp.where(keep, secondary[cand], INVALID_KEY)
     k1, k2, cand = lax.sort((k1, k2, cand), num_keys=2)

@@ -105,3 +105,26 @@ def test_smallest_k_rows_matches_top_k():
         kth = np.asarray(vals)[:, -1:]
         strict = np.asarray(vals) < kth
         np.testing.assert_array_equal(np.asarray(pos)[strict], np.asarray(want_pos)[strict])
+
+
+def test_unique_and_tied_kth_value_on_long_rows():
+    """Both branches of the k-th-value check (unique: no tie pass; tied: by seq),
+    on rows long enough for the two-stage selection, one at a time and vmapped."""
+    rng = np.random.default_rng(3)
+    n, k = 5000, 26
+    rows, seqs, valids = [], [], []
+    for case in range(6):
+        d = rng.random(n).astype(np.float32)
+        if case % 2:  # copies of the k-th value, at positions before and after it
+            kth = np.sort(d)[k - 1]
+            d[rng.choice(n, 5, replace=False)] = kth
+        rows.append(d)
+        seqs.append(rng.permutation(n).astype(np.int32))
+        valids.append(rng.random(n) < 0.9)
+    for d, s, v in zip(rows, seqs, valids):
+        _, i = _jit(d, s, v, k=k)
+        assert list(np.asarray(i)) == oracle(d, s, v, k)
+    vm = jax.jit(jax.vmap(lambda d, s, v: smallest_k(d, s, v, k)))
+    _, iv = vm(np.stack(rows), np.stack(seqs), np.stack(valids))
+    for r, (d, s, v) in enumerate(zip(rows, seqs, valids)):
+        assert list(np.asarray(iv[r])) == oracle(d, s, v, k)
