@@ -85,19 +85,28 @@ def _gap_bound(q_sq: jax.Array, c_sq_max: jax.Array, d: int, kind: str) -> jax.A
     return 16.0 * g * (q_sq * (1.0 + 1e-3) + c_sq_max)
 
 
-def _fast_tile(x, centroids, c_sq, c_sq_max, kind):
-    """``i32[T, 2]``: (best list, 1 if the runner-up is within the bound)."""
+def _fast_scores(x, centroids, c_sq, kind):
+    """Large-tile scores ``f32[T, nlist]`` that rank like the batch-invariant ones."""
     if kind == KIND_L2:  # ||x||^2 is common to the row: rank by ||c||^2 - 2 x.c
-        s = c_sq[None, :] - 2.0 * jnp.dot(x, centroids.T, precision=lax.Precision.HIGHEST)
-    else:
-        s = _score_tile(x, centroids, c_sq, kind)
-    best_s, best, second = _two_smallest(s, axis=1)
+        return c_sq[None, :] - 2.0 * jnp.dot(x, centroids.T, precision=lax.Precision.HIGHEST)
+    return _score_tile(x, centroids, c_sq, kind)
+
+
+def _unsure(gap, x, c_sq, c_sq_max, kind):
+    """``bool[T]``: rows whose ranking gap ``gap`` is within the rounding bound."""
     q_sq = jnp.sum(x * x, axis=1)
-    unsure = second - best_s <= _gap_bound(q_sq, c_sq_max, x.shape[1], kind)
+    unsure = gap <= _gap_bound(q_sq, c_sq_max, x.shape[1], kind)
     if kind == KIND_COSINE:  # a norm product near the cut-off may flip 1.0 <-> cosine
         denom = jnp.sqrt(q_sq)[:, None] * jnp.sqrt(c_sq)[None, :]
         near = (denom > COSINE_EPS * 2.0**-8) & (denom < COSINE_EPS * 2.0**8)
         unsure |= jnp.any(near, axis=1)
+    return unsure
+
+
+def _fast_tile(x, centroids, c_sq, c_sq_max, kind):
+    """``i32[T, 2]``: (best list, 1 if the runner-up is within the bound)."""
+    best_s, best, second = _two_smallest(_fast_scores(x, centroids, c_sq, kind), axis=1)
+    unsure = _unsure(second - best_s, x, c_sq, c_sq_max, kind)
     return jnp.stack([best, unsure.astype(jnp.int32)], axis=1)
 
 
@@ -143,3 +152,36 @@ def assign(
 # Batches for assignment/probing are padded to at least this many rows (fewer
 # shapes to compile; the scores themselves are batch-invariant).
 MIN_ROWS = 64
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "n_probes"))
+def probe_one(
+    q: jax.Array, centroids: jax.Array, kind: str, n_probes: int, c_sq: jax.Array | None = None
+) -> jax.Array:
+    """The probed lists ``i32[n_probes]`` of one query ``f32[d]``: the same *set*
+    as :func:`probe`, bit for bit, in the order of a faster ranking.
+
+    The scores come from one matrix-vector product (measured on XLA CPU, 256 x 384
+    centroids: ~3x cheaper than :func:`probe`'s 16-row batch-invariant product,
+    which a single query pays in full). Only when the ``n_probes``-th and next
+    scores are within the rounding bound of :func:`_gap_bound` (so another
+    computation might probe another set) does :func:`probe` decide. (Batches gain
+    nothing this way on XLA CPU: ``top_k`` over the scores costs more than the
+    16-row products.)
+    """
+    q = jnp.asarray(q, jnp.float32)
+    centroids = jnp.asarray(centroids, jnp.float32)
+    c_sq = _isolated_sq_norms(centroids) if c_sq is None else c_sq
+    x = q[None, :]
+    if kind == KIND_L2:  # ||q||^2 is common: rank by ||c||^2 - 2 q.c
+        s = c_sq[None, :] - 2.0 * jnp.dot(x, centroids.T, precision=lax.Precision.HIGHEST)
+    else:
+        s = _score_tile(x, centroids, c_sq, kind)
+    k1 = min(n_probes + 1, centroids.shape[0])
+    neg, idx = lax.optimization_barrier(lax.top_k(-s[0], k1))
+    if k1 == n_probes:  # every list is probed: no boundary
+        return idx.astype(jnp.int32)
+    gap = (neg[n_probes - 1] - neg[n_probes])[None]
+    unsure = _unsure(gap, x, c_sq, jnp.max(c_sq), kind)[0]
+    fast = idx[:n_probes].astype(jnp.int32)
+    return lax.cond(unsure, lambda: probe(q, centroids, kind, n_probes, c_sq), lambda: fast)

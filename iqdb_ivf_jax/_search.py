@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._assign import coarse_kind, probe
+from ._assign import coarse_kind, probe, probe_one
 from ._config import Metric
 from ._metrics import RESCORE_MARGIN, distances, fast_distances
 from ._pq import adc_scores, adc_scores_by_row, adc_tables, pq_decode
@@ -267,6 +267,9 @@ def search_single(
     refine: int = 0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Probe and search one query ``f32[d]`` in one call -> ``(f32[k], i32[k], probes i32[P])``."""
-    probes = probe(query, state.centroids, coarse_kind(state.metric), n_probes, state.centroid_sq)
+    # the probed set is probe()'s; only the order (which nothing depends on) may differ
+    probes = probe_one(
+        query, state.centroids, coarse_kind(state.metric), n_probes, state.centroid_sq
+    )
     d, s = search_one(state, query, probes, mask, k=k, scan_blocks=scan_blocks, refine=refine)
     return d, s, probes

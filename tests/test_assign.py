@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iqdb_ivf_jax._assign import KIND_COSINE, KIND_DOT, KIND_L2, assign, probe
+from iqdb_ivf_jax._assign import KIND_COSINE, KIND_DOT, KIND_L2, assign, probe, probe_one
 
 
 def _data(seed=0, n=5000, d=24, k=40):
@@ -45,3 +45,17 @@ def test_fast_assign_skips_padding_rows(n_rows):
     want = np.asarray(assign(jnp.asarray(x[:n_rows]), jnp.asarray(c), KIND_L2))
     got = np.asarray(assign(jnp.asarray(x), jnp.asarray(c), KIND_L2, None, jnp.int32(n_rows)))
     np.testing.assert_array_equal(got[:n_rows], want)
+
+
+@pytest.mark.parametrize("kind", [KIND_L2, KIND_DOT, KIND_COSINE])
+def test_single_query_probe_same_set_as_probe(kind):
+    """probe_one (matrix-vector ranking, near ties re-checked) probes the set of
+    lists that the batch-invariant probe does, at every boundary, ties included."""
+    x, c = _data(seed=3, k=40)
+    x = x[:330]
+    for n_probes in (1, 2, 5, 39, 40):
+        want = np.asarray(jax.jit(lambda a, b, p=n_probes: probe(a, b, kind, p))(x, c))
+        one = jax.jit(lambda v, b, p=n_probes: probe_one(v, b, kind, p))
+        for i in range(x.shape[0]):
+            got = np.asarray(one(x[i], c))
+            assert sorted(got.tolist()) == sorted(want[i].tolist()), (n_probes, i)
