@@ -153,8 +153,11 @@ class IvfIndex:
     def _clear_entries(self, n_slots: int = 0) -> None:
         self._id_slot: dict = {}
         self._slot_id: list = [None] * n_slots
+        # slot -> id as int64 where the id is an int below 2**63 (-1 elsewhere):
+        # search_arrays maps slots to ids with one gather while every id is one
+        self._slot_int = np.full(n_slots, -1, np.int64)
         self._slot_seq = np.zeros(n_slots, np.int64)
-        self._meta: dict = {}
+        self._meta: dict = {}  # id -> metadata, for ids that have some
         self._meta_bytes = 0
         self._n_wide_ids = 0  # live ids that are not ints below 2**63
         self._next_seq = 0
@@ -347,7 +350,8 @@ class IvfIndex:
         B = self._state.block_size
         vec = np.asarray(self._state.vectors)[slots // B, slots % B]
         ids = [self._slot_id[s] for s in slots.tolist()]
-        return ids, vec, [self._meta[i] for i in ids], self._slot_seq[slots].copy()
+        meta = self._meta
+        return ids, vec, [meta.get(i) for i in ids], self._slot_seq[slots].copy()
 
     def _install(self, res, codebooks, block, ids, x, metas, seqs) -> None:
         """Build a fresh state from centroids and entries, then swap it in."""
@@ -393,22 +397,45 @@ class IvfIndex:
         return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes)
 
     # ------------------------------------------------------------ bookkeeping
-    def _bind_many(self, ids: list, slots: np.ndarray, metas: list, seqs: np.ndarray) -> None:
-        """Record new entries: id <-> slot, seq and metadata (bulk updates)."""
+    def _bind_many(
+        self,
+        ids: list,
+        slots: np.ndarray,
+        metas: list,
+        seqs: np.ndarray,
+        int_ids: np.ndarray | None = None,
+    ) -> None:
+        """Record new entries: id <-> slot, seq and metadata (bulk updates).
+
+        ``int_ids``: the ids as a non-negative integer array, when they came as one.
+        """
         slot_list = slots.tolist()
         self._id_slot.update(zip(ids, slot_list))
         slot_id = self._slot_id
         for id_, slot in zip(ids, slot_list):
             slot_id[slot] = id_
         self._slot_seq[slots] = seqs
-        self._meta.update(zip(ids, metas))
-        self._meta_bytes += sum(metadata_bytes(m) for m in metas if m is not None)
-        self._n_wide_ids += sum(1 for i in ids if not (type(i) is int and i < _I63))
+        if int_ids is not None:
+            vals, wide = int_ids.astype(np.int64), 0  # uint64 ids >= 2**63 wrap: replaced
+            if int_ids.dtype == np.uint64:
+                narrow = int_ids < np.uint64(_I63)
+                vals, wide = np.where(narrow, vals, -1), int(np.count_nonzero(~narrow))
+            self._slot_int[slots] = vals
+        else:
+            vals = [i if type(i) is int and i < _I63 else -1 for i in ids]
+            self._slot_int[slots] = np.array(vals, np.int64).reshape(-1)
+            wide = vals.count(-1)
+        self._n_wide_ids += wide
+        if metas.count(None) < len(metas):
+            with_meta = [(i, m) for i, m in zip(ids, metas) if m is not None]
+            self._meta.update(with_meta)
+            self._meta_bytes += sum(metadata_bytes(m) for _, m in with_meta)
 
     def _unbind(self, id_) -> int:
         slot = self._id_slot.pop(id_)
         self._slot_id[slot] = None
-        self._meta_bytes -= metadata_bytes(self._meta.pop(id_))
+        self._slot_int[slot] = -1
+        self._meta_bytes -= metadata_bytes(self._meta.pop(id_, None))
         if not (isinstance(id_, int) and id_ < _I63):
             self._n_wide_ids -= 1
         return slot
@@ -458,6 +485,7 @@ class IvfIndex:
         if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
             raise TypeError("ids must be a sequence (list, tuple or array) of ids")
         canon = _canonical_int_ids(ids)
+        int_ids = None if canon is None else ids
         if canon is None:
             canon = _canonical_each(ids, canonical_id, "ids")
         if metadata is None:
@@ -474,17 +502,22 @@ class IvfIndex:
                 "must have equal lengths"
             )
         check_finite(x, "vectors")
+        if len(set(canon)) < len(canon) or not self._id_slot.keys().isdisjoint(canon):
+            self._raise_first_duplicate(canon)
+        if canon:
+            self._add(canon, x, metas, int_ids)
+
+    def _raise_first_duplicate(self, ids: list) -> None:
+        """Raise DuplicateIdError for the first id that repeats or is live."""
         seen = set()
-        for pos, i in enumerate(canon):
+        for pos, i in enumerate(ids):
             if i in seen:
                 raise DuplicateIdError(i, f"ids[{pos}]: id {i!r} repeats inside the batch")
             if i in self._id_slot:
                 raise DuplicateIdError(i, f"ids[{pos}]: id {i!r} is already in the index")
             seen.add(i)
-        if canon:
-            self._add(canon, x, metas)
 
-    def _add(self, ids: list, x: np.ndarray, metas: list) -> None:
+    def _add(self, ids: list, x: np.ndarray, metas: list, int_ids=None) -> None:
         n = len(ids)
         if self._next_seq + n >= SEQ_LIMIT:
             raise InvalidConfigError(
@@ -507,8 +540,9 @@ class IvfIndex:
         grow = layout.n_blocks * layout.block_size - len(self._slot_id)
         if grow > 0:
             self._slot_id.extend([None] * grow)
+            self._slot_int = np.concatenate([self._slot_int, np.full(grow, -1, np.int64)])
             self._slot_seq = np.concatenate([self._slot_seq, np.zeros(grow, np.int64)])
-        self._bind_many(ids, slots, metas, seqs)
+        self._bind_many(ids, slots, metas, seqs, int_ids)
         self._next_seq += n
         self._touch()
 
@@ -553,7 +587,7 @@ class IvfIndex:
         slot = self._id_slot[id_]
         B = self._state.block_size
         vec = np.array(self._state.vectors[slot // B, slot % B], np.float32)
-        meta = self._meta[id_]
+        meta = self._meta.get(id_)
         return vec, (dict(meta) if meta is not None else None)
 
     def ids_for_slots(self, slots) -> list:
@@ -590,7 +624,8 @@ class IvfIndex:
         if self._id_slot:
             ids = list(self._id_slot)
             slots = np.fromiter(self._id_slot.values(), np.int64, len(ids))
-            mask[slots] = filter_mask(flt, [self._meta[i] for i in ids])
+            meta = self._meta
+            mask[slots] = filter_mask(flt, [meta.get(i) for i in ids])
         B = self._state.block_size
         dev = jax.device_put(mask.reshape(-1, B))
         self._mask_cache[flt] = dev
@@ -758,7 +793,7 @@ class IvfIndex:
                 if s < 0:
                     break
                 id_ = self._slot_id[s]
-                meta = self._meta[id_]
+                meta = self._meta.get(id_)
                 hits.append(Hit(id_, float(d), dict(meta) if meta is not None else None))
             out.append(hits)
         return out
@@ -806,11 +841,7 @@ class IvfIndex:
         """
         D, S = self._search(queries, k, filter, rank=2, path=path)
         if self._n_wide_ids == 0:
-            I = np.full(S.shape, -1, np.int64)
-            live = S >= 0
-            if live.any():
-                I[live] = np.fromiter((self._slot_id[s] for s in S[live].tolist()), np.int64)
-            return D, I
+            return D, np.where(S >= 0, self._slot_int[np.maximum(S, 0)], -1)
         I = np.full(S.shape, None, object)
         for idx in zip(*np.nonzero(S >= 0)):
             I[idx] = self._slot_id[S[idx]]
@@ -856,6 +887,7 @@ class IvfIndex:
             sys.getsizeof(self._id_slot)
             + sys.getsizeof(self._slot_id)
             + self._slot_seq.nbytes
+            + self._slot_int.nbytes
             + sum(sys.getsizeof(i) for i in self._id_slot)
         )
         mem["metadata"] = sys.getsizeof(self._meta) + self._meta_bytes

@@ -61,6 +61,28 @@ def test_b08_ids_round_trip_with_types():
     assert [type(I[j, 0]) for j in range(len(ids))] == [type(i) for i in ids]
 
 
+@pytest.mark.parametrize("as_array", [True, False])
+def test_b08_search_arrays_int_ids_after_wide_ids_leave(as_array):
+    """search_arrays returns int64 ids while every live id is an int below 2**63,
+    also after wide ids (uint64 >= 2**63, strings) were inserted and deleted, for
+    ids given as an integer array (uint64 included) or as a list."""
+    idx = make_index()
+    vecs = np.arange(12, dtype=np.float32).reshape(-1, 2) * 3
+    ids = np.array([7, 2**63 + 5, 0, 2**64 - 1, 9, 2**63 - 1], np.uint64)
+    idx.insert_batch(ids if as_array else [int(i) for i in ids], vecs)
+    idx.insert("s", [100.0, 100.0])
+    _D, I = idx.search_arrays(vecs, k=1)
+    assert I.dtype == object and [I[j, 0] for j in range(6)] == [int(i) for i in ids]
+    for wide in (2**63 + 5, 2**64 - 1, "s"):
+        idx.delete(wide)
+    _D, I = idx.search_arrays(vecs, k=2)
+    assert I.dtype == np.int64
+    assert I[[0, 2, 4, 5], 0].tolist() == [7, 0, 9, 2**63 - 1]
+    assert idx.search_arrays([[1e6, 1e6]], k=10)[1].tolist()[0][4:] == [-1] * 6
+    idx.insert_batch(np.array([11, 12], np.int8), [[50.0, 50.0], [51.0, 51.0]])
+    assert idx.search_arrays([[50.0, 50.0]], k=1)[1].tolist() == [[11]]
+
+
 def test_b08_int_str_bytes_are_distinct_ids():
     idx = make_index()
     idx.insert(1, [0.0, 0.0])
