@@ -27,7 +27,8 @@ class IvfState:
     Attributes:
         centroids: ``f32[nlist, d]`` coarse centroids.
         vectors: ``f32[n_blocks, B, d]`` raw vectors (zeros where empty).
-        norms: ``f32[n_blocks, B]`` their L2 norms.
+        norms: ``f32[n_blocks, B]`` their L2 norms (COSINE: bit-exact
+            :func:`_metrics.row_norms`; see :func:`_kernels.stored_norms`).
         codes: ``u8[n_blocks, B, M]`` PQ codes (``M == 0`` for IVF-Flat).
         codebooks: ``f32[M, 256, d // M]`` PQ codebooks (``M == 0`` for IVF-Flat).
         seqs: ``i32[n_blocks, B]`` insertion sequence numbers (tie-break key).
