@@ -275,6 +275,7 @@ class IvfIndex:
             max_iter=cfg.kmeans_max_iterations,
             kind=coarse_kind(self._metric),
             init=cfg.kmeans_init,
+            padding_is_zero=True,  # device_rows zero-pads
         )
         codebooks = None
         if cfg.use_pq:

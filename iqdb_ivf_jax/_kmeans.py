@@ -418,11 +418,13 @@ class _FitTiles(NamedTuple):
     rank: jax.Array  # i32[nt, T] position among the real rows (keys the draws)
 
 
-def _fit_tiles(x, mask, kind, tile: int = _TRAIN_TILE) -> _FitTiles:
+def _fit_tiles(x, mask, kind, tile: int = _TRAIN_TILE, zeroed: bool = False) -> _FitTiles:
     n_pad, d = x.shape
     nt = max(1, -(-n_pad // tile))
     mask = jnp.asarray(mask, jnp.bool_)
-    x = jnp.where(mask[:, None], jnp.asarray(x, jnp.float32), 0.0)
+    x = jnp.asarray(x, jnp.float32)
+    if not zeroed:  # (zeroed: the caller promises 0.0 in the masked rows; no copy)
+        x = jnp.where(mask[:, None], x, 0.0)
     x = jnp.pad(x, ((0, nt * tile - n_pad), (0, 0)))
     mask = jnp.pad(mask, (0, nt * tile - n_pad))
     xt, mt = x.reshape(nt, tile, d), mask.reshape(nt, tile)
@@ -457,11 +459,12 @@ def _kmeans_fit_impl(
     init=INIT_KMEANSPP,
     centres=None,
     tile=_TRAIN_TILE,
+    zeroed=False,
 ):
     """k-means on ``x`` in row tiles of ``tile``; ``centres`` (``f32[k, d]``), if
     given, replace the initialisation (``pq_train`` seeds its subvectors outside
     ``jax.vmap``)."""
-    ft = _fit_tiles(x, mask, kind, tile)
+    ft = _fit_tiles(x, mask, kind, tile, zeroed)
     xt, mt, x_sq, eligible = ft.xt, ft.mt, ft.x_sq, ft.eligible
     nt, tile, d = xt.shape
     x_flat = xt.reshape(nt * tile, d)
@@ -494,12 +497,26 @@ def _kmeans_fit_impl(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment", "init", "tile")
+    jax.jit,
+    static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment", "init", "tile", "zeroed"),
 )
 def _kmeans_fit_jit(
-    x, mask, key, *, n_clusters, max_iter, kind, tol, segment, init=INIT_KMEANSPP, tile=_TRAIN_TILE
+    x,
+    mask,
+    key,
+    *,
+    n_clusters,
+    max_iter,
+    kind,
+    tol,
+    segment,
+    init=INIT_KMEANSPP,
+    tile=_TRAIN_TILE,
+    zeroed=False,
 ):
-    return _kmeans_fit_impl(x, mask, key, n_clusters, max_iter, kind, tol, segment, init, tile=tile)
+    return _kmeans_fit_impl(
+        x, mask, key, n_clusters, max_iter, kind, tol, segment, init, tile=tile, zeroed=zeroed
+    )
 
 
 def kmeans_fit(
@@ -513,6 +530,7 @@ def kmeans_fit(
     tol: float = 1e-4,
     init: str = INIT_KMEANSPP,
     tile: int = _TRAIN_TILE,
+    padding_is_zero: bool = False,
 ) -> KMeansResult:
     """Seeded k-means++ / Lloyd k-means (behaviour §3.5, §4a).
 
@@ -552,6 +570,10 @@ def kmeans_fit(
         tile: rows per fixed tile (static; 1024 for the coarse quantizer, 128
             for PQ codebooks): row bits and the k-means++ proposal tiles depend
             on it, so results are reproducible for a given tile.
+        padding_is_zero: the caller guarantees ``x == 0.0`` wherever ``mask`` is
+            False (as ``_kernels.device_rows`` pads): skips the masked copy of
+            ``x`` (~30 ms for 65,536 x 384); same result. With the guarantee
+            broken the result is wrong.
 
     Returns:
         :class:`KMeansResult` with exactly ``n_clusters`` centroids, even when the
@@ -590,4 +612,5 @@ def kmeans_fit(
         segment=_use_segment_sum(),
         init=init,
         tile=int(tile),
+        zeroed=bool(padding_is_zero),
     )

@@ -603,3 +603,18 @@ def test_kmeanspp_proposal_never_draws_a_zero_weight_row():
         )
         < 0.05
     )
+
+
+@pytest.mark.parametrize("kind", ["l2", "cosine", "dot"])
+def test_padding_is_zero_skips_the_copy_with_the_same_result(kind):
+    rng = np.random.default_rng(5)
+    x = np.zeros((1536, 8), np.float32)
+    x[:1200] = rng.standard_normal((1200, 8))
+    mask = np.arange(1536) < 1200
+    key = coarse_key(3)
+    a = kmeans_fit(jnp.asarray(x), mask, key, n_clusters=7, max_iter=4, kind=kind)
+    b = kmeans_fit(
+        jnp.asarray(x), mask, key, n_clusters=7, max_iter=4, kind=kind, padding_is_zero=True
+    )
+    np.testing.assert_array_equal(np.asarray(a.centroids), np.asarray(b.centroids))
+    assert int(a.n_iter) == int(b.n_iter)
