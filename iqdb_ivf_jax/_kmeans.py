@@ -496,27 +496,10 @@ def _kmeans_fit_impl(
     return KMeansResult(cents, n_iter, inertia)
 
 
-@functools.partial(
-    jax.jit,
+_kmeans_fit_jit = jax.jit(
+    _kmeans_fit_impl,
     static_argnames=("n_clusters", "max_iter", "kind", "tol", "segment", "init", "tile", "zeroed"),
 )
-def _kmeans_fit_jit(
-    x,
-    mask,
-    key,
-    *,
-    n_clusters,
-    max_iter,
-    kind,
-    tol,
-    segment,
-    init=INIT_KMEANSPP,
-    tile=_TRAIN_TILE,
-    zeroed=False,
-):
-    return _kmeans_fit_impl(
-        x, mask, key, n_clusters, max_iter, kind, tol, segment, init, tile=tile, zeroed=zeroed
-    )
 
 
 def kmeans_fit(
