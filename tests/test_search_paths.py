@@ -39,6 +39,20 @@ def test_functional_single_matches_wrapper(built):
         assert np.array_equal(np.asarray(d), D[r])
 
 
+def test_single_query_equals_its_batch_row(built):
+    """One query (probe + scan in one call; IVF-PQ included) returns the batch's row,
+    with and without a filter."""
+    index, x = built
+    q = x[40:70] + 0.02
+    for flt in (None, Filter.eq("even", True)):
+        D, I = index.search_arrays(q, k=6, filter=flt)
+        for r in range(len(q)):
+            d1, i1 = index.search_arrays(q[r : r + 1], k=6, filter=flt)
+            assert i1[0].tolist() == I[r].tolist()
+            assert np.array_equal(d1[0], D[r])
+        assert index.stats().extra["last_search"]["queries"] == 1
+
+
 def test_vmap_equals_native_batch(built):
     index, x = built
     q = x[100:140] + 0.02
