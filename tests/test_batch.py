@@ -5,7 +5,7 @@ re-run exactly."""
 import numpy as np
 import pytest
 
-import iqdb_ivf_jax._index as index_module
+import iqdb_ivf_jax._index_search as search_module
 from iqdb_ivf_jax import Filter, InvalidConfigError, IvfConfig, IvfIndex
 from iqdb_ivf_jax._batch import MAX_TILE, MIN_TILE, pair_columns, plan_units
 
@@ -83,7 +83,7 @@ def test_list_major_chunks_under_a_small_budget(monkeypatch):
     q = _clustered(300, 16, seed=6)
     want = idx.search_arrays(q, 10, path="list")
     # a budget of a few rows per chunk: many chunks, same answer
-    monkeypatch.setattr(index_module, "_LIST_MAJOR_CHUNK_BYTES", 40_000)
+    monkeypatch.setattr(search_module, "_LIST_MAJOR_CHUNK_BYTES", 40_000)
     got = idx.search_arrays(q, 10, path="list")
     assert np.array_equal(want[1], got[1]) and np.array_equal(want[0], got[0])
 
