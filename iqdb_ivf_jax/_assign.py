@@ -172,13 +172,9 @@ def probe_one(
     q = jnp.asarray(q, jnp.float32)
     centroids = jnp.asarray(centroids, jnp.float32)
     c_sq = _isolated_sq_norms(centroids) if c_sq is None else c_sq
-    x = q[None, :]
-    if kind == KIND_L2:  # ||q||^2 is common: rank by ||c||^2 - 2 q.c
-        s = c_sq[None, :] - 2.0 * jnp.dot(x, centroids.T, precision=lax.Precision.HIGHEST)
-    else:
-        s = _score_tile(x, centroids, c_sq, kind)
+    x = q[None, :]  # a 1-row product: XLA CPU's matrix-vector kernel
     k1 = min(n_probes + 1, centroids.shape[0])
-    neg, idx = lax.optimization_barrier(lax.top_k(-s[0], k1))
+    neg, idx = lax.optimization_barrier(lax.top_k(-_fast_scores(x, centroids, c_sq, kind)[0], k1))
     if k1 == n_probes:  # every list is probed: no boundary
         return idx.astype(jnp.int32)
     gap = (neg[n_probes - 1] - neg[n_probes])[None]

@@ -408,7 +408,7 @@ class IvfIndex(SearchRunner):
             self._slot_int[slots] = vals
         else:
             vals = [i if type(i) is int and i < _I63 else -1 for i in ids]
-            self._slot_int[slots] = np.array(vals, np.int64).reshape(-1)
+            self._slot_int[slots] = np.array(vals, np.int64)
             wide = vals.count(-1)
         self._n_wide_ids += wide
         if metas.count(None) < len(metas):
@@ -419,10 +419,10 @@ class IvfIndex(SearchRunner):
     def _unbind(self, id_) -> int:
         slot = self._id_slot.pop(id_)
         self._slot_id[slot] = None
+        if self._slot_int[slot] < 0:  # the mirror holds -1 for a live id only if it is wide
+            self._n_wide_ids -= 1
         self._slot_int[slot] = -1
         self._meta_bytes -= metadata_bytes(self._meta.pop(id_, None))
-        if not (isinstance(id_, int) and id_ < _I63):
-            self._n_wide_ids -= 1
         return slot
 
     def _touch(self) -> None:
