@@ -58,8 +58,8 @@ from ._search import (
     _rescore,
     adc_kind,
     decode_rows,
-    decoded_rescore,
     finish_adc,
+    residual_scores,
     shortlist_size,
 )
 from ._state import IvfState
@@ -235,12 +235,13 @@ def merge_rescore(
         seq = state.seqs[b, rr]
         if not state.is_pq:
             return _rescore(state, q, key_row, seq, ok, slot, k, kk)
+        codes = state.codes[b, rr]
         if state.by_residual:
-            return decoded_rescore(
-                state, q, slot, lst, state.codes[b, rr], seq, ok, k=k, refine=refine
-            )
-        kind = adc_kind(state.metric)
-        adc = adc_scores(adc_tables(q, state.codebooks, kind=kind), state.codes[b, rr], kind=kind)
+            terms = state.pq_terms[b, rr] if state.metric is Metric.EUCLIDEAN else None
+            adc = residual_scores(state, q, probe_row, pair, codes, terms)
+        else:
+            kind = adc_kind(state.metric)
+            adc = adc_scores(adc_tables(q, state.codebooks, kind=kind), codes, kind=kind)
         return finish_adc(state, q, adc, seq, ok, slot, k=k, refine=refine)
 
     d, s = jax.vmap(one)(queries, key, pos, probes, starts)

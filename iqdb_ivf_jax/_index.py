@@ -369,17 +369,18 @@ class IvfIndex(SearchRunner):
 
     def _prepare(self, state: IvfState, x: np.ndarray):
         """Lists (host ``int64[n]``) of rows ``x``, and the padded device rows,
-        norms and PQ codes that :func:`_kernels.write_rows` takes."""
+        norms, PQ codes and residual terms that :func:`_kernels.write_rows` takes."""
         n = x.shape[0]
         if n == 0:
             return np.zeros(0, np.int64), (
                 x,
                 np.zeros(0, np.float32),
                 np.zeros((0, state.codes.shape[-1]), np.uint8),
+                np.zeros(0, np.float32),
             )
         xd = _kernels.device_rows(x, _kernels.padded_rows(n))
-        labels, norms, codes = _kernels.prepare_rows(state, xd, np.int32(n))
-        return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes)
+        labels, norms, codes, terms = _kernels.prepare_rows(state, xd, np.int32(n))
+        return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes, terms)
 
     # ------------------------------------------------------------ bookkeeping
     def _bind_many(

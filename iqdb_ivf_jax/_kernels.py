@@ -13,7 +13,7 @@ from ._assign import MIN_ROWS, assign, coarse_kind
 from ._config import Metric
 from ._layout import BlockLayout, pow2_at_least
 from ._metrics import row_norms
-from ._pq import pq_encode_fast
+from ._pq import pq_encode_fast, residual_terms
 from ._state import IvfState
 from ._tiles import _map_tiles
 
@@ -28,17 +28,22 @@ class Fitted(NamedTuple):
 
 @jax.jit
 def prepare_rows(state: IvfState, x: jax.Array, n_rows: jax.Array | None = None):
-    """``f32[n, d]`` -> ``(lists i32[n], norms f32[n], codes u8[n, M])``.
+    """``f32[n, d]`` -> ``(lists i32[n], norms f32[n], codes u8[n, M], terms f32[n])``.
 
-    ``n_rows``: rows in use (the rest is padding, whose lists are unspecified).
+    ``terms``: :func:`_pq.residual_terms` where the state keeps them
+    (``IvfState.pq_terms``), else zeros. ``n_rows``: rows in use (the rest is
+    padding, whose lists are unspecified).
     """
     labels = assign(x, state.centroids, coarse_kind(state.metric), state.centroid_sq, n_rows)
+    terms = jnp.zeros((x.shape[0],), jnp.float32)
     if state.is_pq:
         target = x - state.centroids[labels] if state.by_residual else x
         codes = pq_encode_fast(target, state.codebooks, n_rows)
+        if state.pq_terms.shape[1]:
+            terms = residual_terms(codes, labels, state.centroids, state.codebooks)
     else:
         codes = jnp.zeros((x.shape[0], 0), jnp.uint8)
-    return labels, stored_norms(x, state.metric), codes
+    return labels, stored_norms(x, state.metric), codes, terms
 
 
 def _sum_norms(t: jax.Array) -> jax.Array:
@@ -61,12 +66,13 @@ def stored_norms(x: jax.Array, metric: Metric) -> jax.Array:
     return _map_tiles(_sum_norms, xp.reshape(-1, MIN_ROWS, d)).reshape(-1)[:n]
 
 
-def _write(arrays, b, r, x, norms, codes, seqs):
-    vectors, nrm, cds, sq, valid = arrays
+def _write(arrays, b, r, x, norms, codes, terms, seqs):
+    vectors, nrm, cds, trm, sq, valid = arrays
     return (
         vectors.at[b, r].set(x, mode="drop"),
         nrm.at[b, r].set(norms, mode="drop"),
         cds.at[b, r].set(codes, mode="drop"),
+        trm.at[b, r].set(terms, mode="drop") if trm.shape[1] else trm,
         sq.at[b, r].set(seqs, mode="drop"),
         valid.at[b, r].set(True, mode="drop"),
     )
@@ -114,10 +120,10 @@ def device_rows(x: np.ndarray, n_pad: int) -> jax.Array:
     return jax.device_put(out, may_alias=True)
 
 
-def write_rows(state, slots, x, norms, codes, seqs, *, donate: bool) -> IvfState:
+def write_rows(state, slots, x, norms, codes, terms, seqs, *, donate: bool) -> IvfState:
     """Scatter rows into ``slots``; with ``donate`` the old arrays are reused.
 
-    ``x``, ``norms`` and ``codes`` hold ``len(slots)`` rows, or are already padded
+    ``x``, ``norms``, ``codes`` and ``terms`` hold ``len(slots)`` rows, or are already padded
     to :func:`padded_rows` (as :func:`prepare_rows` returns them on the device).
     """
     n = len(slots)
@@ -133,18 +139,19 @@ def write_rows(state, slots, x, norms, codes, seqs, *, donate: bool) -> IvfState
         out[:n] = a
         return out
 
-    arrays = (state.vectors, state.norms, state.codes, state.seqs, state.valid)
+    arrays = (state.vectors, state.norms, state.codes, state.pq_terms, state.seqs, state.valid)
     fn = _write_donated if donate else _write_copy
-    v, nr, c, s, ok = fn(
+    v, nr, c, t, s, ok = fn(
         arrays,
         b,
         r,
         pad(x, np.float32),
         pad(norms, np.float32),
         pad(codes, np.uint8),
+        pad(terms, np.float32),
         pad(np.asarray(seqs), np.int32),
     )
-    return state.replace(vectors=v, norms=nr, codes=c, seqs=s, valid=ok)
+    return state.replace(vectors=v, norms=nr, codes=c, pq_terms=t, seqs=s, valid=ok)
 
 
 def clear_rows(state: IvfState, slots: np.ndarray, *, donate: bool) -> IvfState:

@@ -35,7 +35,7 @@ from ._kmeans import (
     _use_segment_sum,
     check_init,
 )
-from ._metrics import no_contract
+from ._metrics import no_contract, tree_sum
 from ._tiles import _batch_invariant, _map_tiles, _min_and_index, _two_smallest, recheck_rows
 
 N_CODEWORDS = 256
@@ -351,3 +351,66 @@ def adc_scores_by_row(
     idx = codes.astype(jnp.int32)
     total = _ordered_sum([tables[which, j, idx[..., j]] for j in range(tables.shape[1])])
     return _adc_from_total(total, kind)
+
+
+_TERM_TILE = 64  # rows per tile of residual_terms
+
+
+def residual_terms(
+    codes: jax.Array, lists: jax.Array, centroids: jax.Array, codebooks: jax.Array
+) -> jax.Array:
+    """``f32[n]``: ``|r|^2 + 2 c . r`` of each row's decoded residual ``r`` and the
+    centroid ``c = centroids[lists]`` of its list (``i32[n]``): the per-row term of faiss's precomputed
+    tables, stored at insert so that residual ADC never decodes (see
+    :func:`residual_adc`). Plain sums in fixed tiles of ``_TERM_TILE`` rows, so a
+    row's bits do not depend on ``n`` (measured 43 ms against 120 ms with
+    fixed-tree sums for 65,536 rows, M = 48).
+    """
+    n, m = codes.shape
+    pad = -n % _TERM_TILE
+    codes = jnp.pad(codes, ((0, pad), (0, 0))).reshape(-1, _TERM_TILE, m)
+    lists = jnp.pad(lists, (0, pad)).reshape(-1, _TERM_TILE)
+
+    def tile(t, cents, cb):
+        r = pq_decode(t[0], cb)
+        return jnp.sum(r * r, axis=1) + 2.0 * jnp.sum(cents[t[1]] * r, axis=1)
+
+    return _map_tiles(tile, (codes, lists), (centroids, codebooks)).reshape(-1)[:n]
+
+
+def residual_base(q: jax.Array, cents: jax.Array, kind: str) -> jax.Array:
+    """Per-list part of residual ADC for the centroids ``f32[P, d]``:
+    ``"l2"``: ``|q - c|^2``; ``"dot"``: ``q . c`` (fixed-tree sums)."""
+    if kind == "l2":
+        diff = cents - q[None, :]
+        return tree_sum(diff * diff)
+    return tree_sum(cents * q[None, :])
+
+
+def residual_adc(
+    tables: jax.Array, base: jax.Array, codes: jax.Array, terms: jax.Array | None, *, kind: str
+) -> jax.Array:
+    """ADC distances of residual codes (faiss's precomputed-table form).
+
+    With ``r`` the decoded residual of a row in list ``c``:
+    ``|q - c - r|^2 = |q - c|^2 + (|r|^2 + 2 c . r) - 2 q . r`` and
+    ``q . (c + r) = q . c + q . r``, where ``q . r`` is the sum of ``M`` lookups
+    in ONE ``"dot"`` table of the query, whatever the list.
+
+    Args:
+        tables: ``f32[M, 256]``: :func:`adc_tables` of the query, kind ``"dot"``.
+        base: ``f32[n]``: :func:`residual_base` of each row's list.
+        codes: ``u8[n, M]``.
+        terms: ``f32[n]`` :func:`residual_terms` (``"l2"``; unused for ``"dot"``).
+        kind: ``"l2"`` (L2 distance, clamped at 0) or ``"dot"`` (``-q . x``).
+
+    Returns:
+        ``f32[n]``: the metric on ``c + decode(code)`` up to float32 rounding;
+        every step is elementwise (``2 s`` is exact, so contracting into an FMA
+        cannot change a bit), so one query and a vmapped batch agree exactly.
+    """
+    idx = codes.astype(jnp.int32)
+    s = _ordered_sum([tables[j][idx[..., j]] for j in range(tables.shape[0])])
+    if kind == "l2":
+        return jnp.sqrt(jnp.maximum((base + terms) - 2.0 * s, 0.0))
+    return -(base + s)

@@ -19,7 +19,14 @@ from jax import lax
 from ._assign import coarse_kind, probe, probe_one
 from ._config import Metric
 from ._metrics import RESCORE_MARGIN, distances, fast_distances
-from ._pq import adc_scores, adc_scores_by_row, adc_tables, pq_decode
+from ._pq import (
+    adc_scores,
+    adc_scores_by_row,
+    adc_tables,
+    pq_decode,
+    residual_adc,
+    residual_base,
+)
 from ._state import IvfState
 from ._topk import smallest_k
 
@@ -101,34 +108,28 @@ def search_one(
     kind = adc_kind(state.metric)
     codes = state.codes[safe].reshape(-1, state.codes.shape[-1])
     if state.by_residual:
-        row_list = jnp.repeat(probes[blk_probe], B)
-        approx = _residual_adc(state, q, probes, jnp.repeat(blk_probe, B), codes, kind)
-        _, pos = smallest_k(approx, seq, ok, shortlist_size(state, k, refine) + RESCORE_MARGIN)
-        p = jnp.maximum(pos, 0)
-        return decoded_rescore(
-            state, q, slot_of[p], row_list[p], codes[p], seq[p], pos >= 0, k=k, refine=refine
-        )
-    approx = adc_scores(adc_tables(q, state.codebooks, kind=kind), codes, kind=kind)
+        terms = state.pq_terms[safe].reshape(-1) if kind == "l2" else None
+        row_probe = jnp.repeat(blk_probe, B)
+        approx = residual_scores(state, q, probes, row_probe, codes, terms)
+    else:
+        approx = adc_scores(adc_tables(q, state.codebooks, kind=kind), codes, kind=kind)
     return finish_adc(state, q, approx, seq, ok, slot_of, k=k, refine=refine)
 
 
-def _residual_adc(state, q, probes, row_probe, codes, kind: str) -> jax.Array:
-    """Approximate ADC scores of residual codes: one table per probed list (for
-    ``"l2"``/``"l1"`` on ``q - centroid``; for ``"dot"`` one table plus ``q . centroid``)."""
+def residual_scores(state, q, probes, row_probe, codes, terms) -> jax.Array:
+    """ADC distances ``f32[n]`` of residual codes ``u8[n, M]``; row ``i`` lies in
+    list ``probes[row_probe[i]]``. EUCLIDEAN and DOT_PRODUCT use one table per
+    query plus per-list and per-row terms (:func:`_pq.residual_adc`, with the
+    stored ``terms`` ``f32[n]`` for EUCLIDEAN); MANHATTAN one L1 table per
+    probed list (``q - centroid``)."""
+    kind = adc_kind(state.metric)
     cents = state.centroids[probes]  # [P, d]
-    if kind == "dot":
-        tables = adc_tables(q, state.codebooks, kind=kind)
-        base = jnp.dot(cents, q, precision=lax.Precision.HIGHEST)
-        return adc_scores(tables, codes, kind=kind) - base[row_probe]
     if kind == "l1":
         tables = jax.vmap(lambda c: adc_tables(q - c, state.codebooks, kind=kind))(cents)
-    else:  # l2: expanded form as one batched product (these scores only pick a shortlist)
-        m, _, dsub = state.codebooks.shape
-        r = (q[None, :] - cents).reshape(-1, m, dsub)  # [P, m, dsub]
-        cross = jnp.einsum("pmd,mjd->pmj", r, state.codebooks, precision=lax.Precision.HIGHEST)
-        c_sq = jnp.sum(state.codebooks * state.codebooks, axis=-1)  # [m, 256]
-        tables = jnp.sum(r * r, axis=-1)[:, :, None] - 2.0 * cross + c_sq[None]
-    return adc_scores_by_row(tables, row_probe, codes, kind=kind)
+        return adc_scores_by_row(tables, row_probe, codes, kind=kind)
+    tables = adc_tables(q, state.codebooks, kind="dot")
+    base = residual_base(q, cents, kind)
+    return residual_adc(tables, base[row_probe], codes, terms, kind=kind)
 
 
 def shortlist_size(state: IvfState, k: int, refine: int) -> int:
@@ -154,14 +155,6 @@ def finish_adc(state, q, adc, seq, ok, slots, *, k: int, refine: int):
         d, p = smallest_k(adc, seq, ok, k)
         return d, jnp.where(p >= 0, slots[jnp.maximum(p, 0)], -1)
     return _rescore(state, q, adc, seq, ok, slots, k, refine * k)
-
-
-def decoded_rescore(state, q, slots, lists, codes, seq, ok, *, k: int, refine: int):
-    """Finish a residual-PQ search from candidates: their ADC distance is the
-    exact metric to the decoded vector ``centroid + decode(code)``."""
-    dec = decode_rows(state, codes, lists)
-    adc = distances(q, dec, jnp.zeros(dec.shape[:-1], jnp.float32), state.metric)
-    return finish_adc(state, q, adc, seq, ok, slots, k=k, refine=refine)
 
 
 _SCAN_STEP_ROWS = 512  # rows scored per loop step of the single-query scan

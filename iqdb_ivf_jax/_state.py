@@ -30,6 +30,10 @@ class IvfState:
         norms: ``f32[n_blocks, B]`` their L2 norms (COSINE: bit-exact
             :func:`_metrics.row_norms`; see :func:`_kernels.stored_norms`).
         codes: ``u8[n_blocks, B, M]`` PQ codes (``M == 0`` for IVF-Flat).
+        pq_terms: ``f32[n_blocks, B]`` residual EUCLIDEAN IVF-PQ only (``[n_blocks, 0]``
+            otherwise): each row's ``|r|^2 + 2 c . r`` (decoded residual ``r``,
+            list centroid ``c``), the per-row part of faiss's precomputed-table
+            ADC (see :func:`_pq.residual_terms`).
         codebooks: ``f32[M, 256, d // M]`` PQ codebooks (``M == 0`` for IVF-Flat).
         seqs: ``i32[n_blocks, B]`` insertion sequence numbers (tie-break key).
         valid: ``bool[n_blocks, B]`` live rows.
@@ -46,6 +50,7 @@ class IvfState:
     vectors: jax.Array
     norms: jax.Array
     codes: jax.Array
+    pq_terms: jax.Array
     codebooks: jax.Array
     seqs: jax.Array
     valid: jax.Array
@@ -120,11 +125,14 @@ class IvfState:
         ):
             if v < 1:
                 raise InvalidConfigError(f"{name} must be >= 1, got {v}")
+        by_residual = bool(by_residual) and m > 0
+        term_width = block_size if by_residual and metric is Metric.EUCLIDEAN else 0
         return cls(
             centroids=centroids,
             vectors=jnp.zeros((n_blocks, block_size, d), jnp.float32),
             norms=jnp.zeros((n_blocks, block_size), jnp.float32),
             codes=jnp.zeros((n_blocks, block_size, m), jnp.uint8),
+            pq_terms=jnp.zeros((n_blocks, term_width), jnp.float32),
             codebooks=codebooks,
             seqs=jnp.zeros((n_blocks, block_size), jnp.int32),
             valid=jnp.zeros((n_blocks, block_size), bool),
@@ -132,7 +140,7 @@ class IvfState:
             list_nblocks=jnp.zeros((nlist,), jnp.int32),
             centroid_sq=centroid_sq_norms(centroids),
             metric=metric,
-            by_residual=bool(by_residual) and m > 0,
+            by_residual=by_residual,
         )
 
     def grown(self, n_blocks: int, table_width: int) -> "IvfState":
@@ -147,6 +155,7 @@ class IvfState:
             vectors=pad(self.vectors),
             norms=pad(self.norms),
             codes=pad(self.codes),
+            pq_terms=pad(self.pq_terms),
             seqs=pad(self.seqs),
             valid=pad(self.valid, False),
             list_blocks=jnp.pad(self.list_blocks, [(0, 0), (0, add_w)], constant_values=-1),

@@ -15,12 +15,13 @@ def _clustered(n, d, centres=12, seed=0):
     return (c[lab] + rng.standard_normal((n, d)) * 0.5).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=["flat", "pq"])
+@pytest.fixture(scope="module", params=["flat", "pq", "pq_residual"])
 def built(request):
     x = _clustered(1200, 16)
     cfg = IvfConfig(n_clusters=16, n_probes=4, seed=3)
-    if request.param == "pq":
+    if request.param != "flat":
         cfg = cfg.with_use_pq(True).with_pq_subvectors(4).with_pq_refine_factor(2)
+        cfg = cfg.with_pq_by_residual(request.param == "pq_residual")
     index = IvfIndex(16, "euclidean", cfg)
     index.train(x)
     index.insert_batch(list(range(len(x))), x, [{"even": i % 2 == 0} for i in range(len(x))])
