@@ -26,6 +26,7 @@ def _as_ordered_float(key: jax.Array) -> jax.Array:
 
 
 _CHUNK = 32
+_SORT_MAX = 256  # rows up to this long that keep half or more are sorted whole
 
 
 def _smallest(v: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -67,6 +68,13 @@ def smallest_k(
     nan = jnp.isnan(dist)
     primary = jnp.where(valid & ~nan, dist, jnp.inf)
     secondary = jnp.where(valid, jnp.where(nan, seq + _NAN_OFFSET, seq), INVALID_KEY)
+    if n <= _SORT_MAX and 2 * kk >= n:
+        # keeping most of a short row: one sort by (primary, secondary) is cheaper
+        # than top_k plus the tie pass (measured vmapped, 1024 rows of 56 -> 40:
+        # 9.4 vs 14.7 ms); the same order, so the same result
+        iota = jnp.arange(n, dtype=jnp.int32)
+        _, k2, cand = lax.sort((primary, secondary, iota), num_keys=2)
+        return _finish(dist, k2[:kk], cand[:kk], k)
     vals, idx_a = _smallest(primary, kk)
     thresh = vals[kk - 1]
     # (positions past n are padding of the two-stage selection: never kept)
@@ -100,7 +108,13 @@ def smallest_k(
     k1 = jnp.where(keep, primary[cand], jnp.inf)
     k2 = jnp.where(keep, secondary[cand], INVALID_KEY)
     k1, k2, cand = lax.sort((k1, k2, cand), num_keys=2)
-    k2, cand = k2[:kk], cand[:kk]
+    return _finish(dist, k2[:kk], cand[:kk], k)
+
+
+def _finish(dist, k2, cand, k: int) -> tuple[jax.Array, jax.Array]:
+    """Output of :func:`smallest_k` from the ``kk`` best positions ``cand`` (in
+    order) and their secondary keys ``k2``: padded to ``k`` with ``(+inf, -1)``."""
+    kk = cand.shape[0]
     real = k2 != INVALID_KEY
     out_d = jnp.where(real, dist[cand], jnp.inf)
     out_i = jnp.where(real, cand, -1)

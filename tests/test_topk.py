@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -67,14 +68,15 @@ def test_nan_last_after_inf():
     assert np.isnan(np.asarray(dd)[2])
 
 
-def test_vmap_equals_loop():
+@pytest.mark.parametrize("k", [7, 20])  # top_k + tie pass; one whole-row sort (2k >= n)
+def test_vmap_equals_loop(k):
     rng = np.random.default_rng(0)
     d = rng.integers(0, 4, (5, 32)).astype(np.float32)
     s = np.tile(rng.permutation(32).astype(np.int32), (5, 1))
     v = rng.random((5, 32)) > 0.2
-    _, bi = jax.vmap(lambda a, b, c: smallest_k(a, b, c, 7))(d, s, v)
+    _, bi = jax.vmap(lambda a, b, c: smallest_k(a, b, c, k))(d, s, v)
     for r in range(5):
-        assert list(np.asarray(bi[r])) == oracle(d[r], s[r], v[r], 7)
+        assert list(np.asarray(bi[r])) == oracle(d[r], s[r], v[r], k)
 
 
 def test_large_seqs_keep_integer_order():
