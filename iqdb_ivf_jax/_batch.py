@@ -237,7 +237,7 @@ def merge_rescore(
             return _rescore(state, q, key_row, seq, ok, slot, k, kk)
         codes = state.codes[b, rr]
         if state.by_residual:
-            terms = state.pq_terms[b, rr] if state.metric is Metric.EUCLIDEAN else None
+            terms = state.pq_terms[b, rr] if state.keeps_pq_terms else None
             adc = residual_scores(state, q, probe_row, pair, codes, terms)
         else:
             kind = adc_kind(state.metric)

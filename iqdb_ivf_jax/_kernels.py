@@ -39,7 +39,7 @@ def prepare_rows(state: IvfState, x: jax.Array, n_rows: jax.Array | None = None)
     if state.is_pq:
         target = x - state.centroids[labels] if state.by_residual else x
         codes = pq_encode_fast(target, state.codebooks, n_rows)
-        if state.pq_terms.shape[1]:
+        if state.keeps_pq_terms:
             terms = residual_terms(codes, labels, state.centroids, state.codebooks)
     else:
         codes = jnp.zeros((x.shape[0], 0), jnp.uint8)
@@ -123,8 +123,9 @@ def device_rows(x: np.ndarray, n_pad: int) -> jax.Array:
 def write_rows(state, slots, x, norms, codes, terms, seqs, *, donate: bool) -> IvfState:
     """Scatter rows into ``slots``; with ``donate`` the old arrays are reused.
 
-    ``x``, ``norms``, ``codes`` and ``terms`` hold ``len(slots)`` rows, or are already padded
-    to :func:`padded_rows` (as :func:`prepare_rows` returns them on the device).
+    ``x``, ``norms``, ``codes`` and ``terms`` hold ``len(slots)`` rows, or are
+    already padded to :func:`padded_rows` (as :func:`prepare_rows` returns them
+    on the device).
     """
     n = len(slots)
     if n == 0:

@@ -108,7 +108,7 @@ def search_one(
     kind = adc_kind(state.metric)
     codes = state.codes[safe].reshape(-1, state.codes.shape[-1])
     if state.by_residual:
-        terms = state.pq_terms[safe].reshape(-1) if kind == "l2" else None
+        terms = state.pq_terms[safe].reshape(-1) if state.keeps_pq_terms else None
         row_probe = jnp.repeat(blk_probe, B)
         approx = residual_scores(state, q, probes, row_probe, codes, terms)
     else:

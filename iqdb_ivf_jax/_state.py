@@ -84,6 +84,11 @@ class IvfState:
     def is_pq(self) -> bool:
         return self.codebooks.shape[0] > 0
 
+    @property
+    def keeps_pq_terms(self) -> bool:
+        """Whether ``pq_terms`` holds a term per row (residual EUCLIDEAN IVF-PQ)."""
+        return self.pq_terms.shape[1] > 0
+
     def replace(self, **changes) -> "IvfState":
         if "centroids" in changes and "centroid_sq" not in changes:
             changes["centroid_sq"] = centroid_sq_norms(changes["centroids"])
