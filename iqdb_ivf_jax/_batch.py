@@ -39,7 +39,9 @@ COSINE and DOT_PRODUCT in IVF-Flat, and EUCLIDEAN and DOT_PRODUCT in IVF-PQ:
 there each unit decodes its list's codes and the GEMM scores the decoded
 vectors, which is ADC up to float32 rounding (a dense product instead of ``M``
 table lookups per row, ~15x cheaper on XLA CPU); the merge then re-scores the
-shortlist by table ADC, so reported ADC distances are the query-major path's.
+shortlist by ADC, computing only the table entries its codes select
+(:func:`_search.adc_rows`: the query-major path's bits, without building a
+``[M, 256]`` table per query), so reported ADC distances are that path's.
 """
 
 import dataclasses
@@ -53,15 +55,7 @@ from jax import lax
 from ._config import Metric
 from ._layout import BlockLayout, pow2_at_least, scan_bucket
 from ._metrics import RESCORE_MARGIN, distances_from_dot, row_norms
-from ._pq import adc_scores, adc_tables
-from ._search import (
-    _rescore,
-    adc_kind,
-    decode_rows,
-    finish_adc,
-    residual_scores,
-    shortlist_size,
-)
+from ._search import _rescore, adc_rows, decode_rows, finish_adc, shortlist_size
 from ._state import IvfState
 from ._topk import smallest_k_rows
 
@@ -203,7 +197,7 @@ def merge_rescore(
     """Select each query's best ``kk`` scores and finish as the query-major path does.
 
     IVF-Flat: re-score the ``kk`` exactly, keep ``k``. IVF-PQ: re-score them by
-    table ADC (the query-major path's kernel); with ``refine == 0`` keep the
+    ADC (:func:`_search.adc_rows`, the query-major path's bits); with ``refine == 0`` keep the
     ``k`` best by ``(ADC, seq)``, else re-score the best ``refine * k`` exactly
     and keep ``k``.
 
@@ -235,13 +229,8 @@ def merge_rescore(
         seq = state.seqs[b, rr]
         if not state.is_pq:
             return _rescore(state, q, key_row, seq, ok, slot, k, kk)
-        codes = state.codes[b, rr]
-        if state.by_residual:
-            terms = state.pq_terms[b, rr] if state.keeps_pq_terms else None
-            adc = residual_scores(state, q, probe_row, pair, codes, terms)
-        else:
-            kind = adc_kind(state.metric)
-            adc = adc_scores(adc_tables(q, state.codebooks, kind=kind), codes, kind=kind)
+        terms = state.pq_terms[b, rr] if state.keeps_pq_terms else None
+        adc = adc_rows(state, q, probe_row, pair, state.codes[b, rr], terms)
         return finish_adc(state, q, adc, seq, ok, slot, k=k, refine=refine)
 
     d, s = jax.vmap(one)(queries, key, pos, probes, starts)

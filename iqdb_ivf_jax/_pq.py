@@ -273,18 +273,46 @@ def adc_tables(q: jax.Array, codebooks: jax.Array, *, kind: str) -> jax.Array:
     [10.0, 4.0]
     """
     _check_adc_kind(kind)
-    m, _, dsub = codebooks.shape
-    qs = _split(jnp.asarray(q, jnp.float32), m)  # [m, dsub]
-    codebooks = jnp.asarray(codebooks, jnp.float32)
+    qs = _split(jnp.asarray(q, jnp.float32), codebooks.shape[0])  # [m, dsub]
+    return _entries(qs[:, None, :], jnp.asarray(codebooks, jnp.float32), kind)
+
+
+def _entries(qs: jax.Array, cs: jax.Array, kind: str) -> jax.Array:
+    """Table entries of subvectors ``qs`` against codewords ``cs`` (broadcasting,
+    ``dsub`` last): the ``dsub`` terms summed in index order, products kept out
+    of FMAs, so an entry's bits do not depend on which entries are computed."""
 
     def term(i):
-        qi, ci = qs[:, i, None], codebooks[:, :, i]  # [m, 1], [m, 256]
+        qi, ci = qs[..., i], cs[..., i]
         if kind == "dot":
             return no_contract(qi * ci)
         diff = qi - ci
         return no_contract(diff * diff) if kind == "l2" else jnp.abs(diff)
 
-    return _ordered_sum([term(i) for i in range(dsub)])
+    return _ordered_sum([term(i) for i in range(cs.shape[-1])])
+
+
+def lookup_sum_direct(q: jax.Array, codebooks: jax.Array, codes: jax.Array, kind: str):
+    """``sum_j adc_tables(q, codebooks, kind)[j, codes[i, j]]`` bit for bit, computing
+    only the ``n * M`` entries the codes select instead of the whole ``[M, 256]``
+    table: cheaper when a query scores few rows (a re-rank shortlist).
+
+    Args:
+        q: ``f32[d]`` one query, or ``f32[n, d]`` one per row (residual L1).
+        codebooks: ``f32[M, 256, d // M]``.
+        codes: ``u8[n, M]``.
+        kind: an ADC kind (see :func:`adc_tables`).
+
+    Returns:
+        ``f32[n]``, the same bits as the table lookup sum.
+    """
+    _check_adc_kind(kind)
+    m = codebooks.shape[0]
+    qs = _split(jnp.asarray(q, jnp.float32), m)  # [(n,) m, dsub]
+    qs = qs if qs.ndim == 3 else qs[None]
+    sel = codebooks[jnp.arange(m), codes.astype(jnp.int32)]  # [n, m, dsub]
+    ent = _entries(qs, sel, kind)  # [n, m]
+    return _ordered_sum([ent[..., j] for j in range(m)])
 
 
 def _ordered_sum(terms: list) -> jax.Array:
@@ -322,7 +350,7 @@ def adc_scores(tables: jax.Array, codes: jax.Array, *, kind: str) -> jax.Array:
     [5.0, 0.0]
     """
     _check_adc_kind(kind)
-    return _adc_from_total(_lookup_sum(tables, codes), kind)
+    return adc_from_total(_lookup_sum(tables, codes), kind)
 
 
 def _lookup_sum(tables: jax.Array, codes: jax.Array) -> jax.Array:
@@ -331,7 +359,7 @@ def _lookup_sum(tables: jax.Array, codes: jax.Array) -> jax.Array:
     return _ordered_sum([tables[j][idx[..., j]] for j in range(tables.shape[0])])
 
 
-def _adc_from_total(total: jax.Array, kind: str) -> jax.Array:
+def adc_from_total(total: jax.Array, kind: str) -> jax.Array:
     """The ADC distance from the summed table terms."""
     if kind == "l2":
         return jnp.sqrt(jnp.maximum(total, 0.0))
@@ -354,7 +382,7 @@ def adc_scores_by_row(
     _check_adc_kind(kind)
     idx = codes.astype(jnp.int32)
     total = _ordered_sum([tables[which, j, idx[..., j]] for j in range(tables.shape[1])])
-    return _adc_from_total(total, kind)
+    return adc_from_total(total, kind)
 
 
 _TERM_TILE = 64  # rows per tile of residual_terms
@@ -413,7 +441,11 @@ def residual_adc(
         every step is elementwise (``2 s`` is exact, so contracting into an FMA
         cannot change a bit), so one query and a vmapped batch agree exactly.
     """
-    s = _lookup_sum(tables, codes)
+    return residual_finish(_lookup_sum(tables, codes), base, terms, kind=kind)
+
+
+def residual_finish(s: jax.Array, base: jax.Array, terms: jax.Array | None, *, kind: str):
+    """:func:`residual_adc` from the summed ``"dot"`` lookups ``s`` (``f32[n]``)."""
     if kind == "l2":
         return jnp.sqrt(jnp.maximum((base + terms) - 2.0 * s, 0.0))
     return -(base + s)

@@ -20,12 +20,15 @@ from ._assign import coarse_kind, probe, probe_one
 from ._config import Metric
 from ._metrics import RESCORE_MARGIN, distances, fast_distances
 from ._pq import (
+    adc_from_total,
     adc_scores,
     adc_scores_by_row,
     adc_tables,
+    lookup_sum_direct,
     pq_decode,
     residual_adc,
     residual_base,
+    residual_finish,
 )
 from ._state import IvfState
 from ._topk import smallest_k
@@ -116,20 +119,37 @@ def search_one(
     return finish_adc(state, q, approx, seq, ok, slot_of, k=k, refine=refine)
 
 
-def residual_scores(state, q, probes, row_probe, codes, terms) -> jax.Array:
+def residual_scores(state, q, probes, row_probe, codes, terms, *, direct=False) -> jax.Array:
     """ADC distances ``f32[n]`` of residual codes ``u8[n, M]``; row ``i`` lies in
     list ``probes[row_probe[i]]``. EUCLIDEAN and DOT_PRODUCT use one table per
     query plus per-list and per-row terms (:func:`_pq.residual_adc`, with the
     stored ``terms`` ``f32[n]`` for EUCLIDEAN); MANHATTAN one L1 table per
-    probed list (``q - centroid``)."""
+    probed list (``q - centroid``). ``direct``: compute only the table entries
+    the codes select (:func:`_pq.lookup_sum_direct`; same bits, cheaper for a
+    short list of rows)."""
     kind = adc_kind(state.metric)
     cents = state.centroids[probes]  # [P, d]
+    cb = state.codebooks
     if kind == "l1":
-        tables = jax.vmap(lambda c: adc_tables(q - c, state.codebooks, kind=kind))(cents)
+        if direct:
+            return lookup_sum_direct(q[None, :] - cents[row_probe], cb, codes, kind)
+        tables = jax.vmap(lambda c: adc_tables(q - c, cb, kind=kind))(cents)
         return adc_scores_by_row(tables, row_probe, codes, kind=kind)
-    tables = adc_tables(q, state.codebooks, kind="dot")
-    base = residual_base(q, cents, kind)
-    return residual_adc(tables, base[row_probe], codes, terms, kind=kind)
+    base = residual_base(q, cents, kind)[row_probe]
+    if direct:
+        return residual_finish(lookup_sum_direct(q, cb, codes, "dot"), base, terms, kind=kind)
+    return residual_adc(adc_tables(q, cb, kind="dot"), base, codes, terms, kind=kind)
+
+
+def adc_rows(state: IvfState, q, probes, row_probe, codes, terms) -> jax.Array:
+    """ADC distances ``f32[n]`` of a short list of rows (a shortlist to re-score):
+    the query-major scan's values bit for bit, computing only the table entries
+    the rows' codes select. ``probes``/``row_probe``/``terms`` as in
+    :func:`residual_scores` (ignored without residual codes)."""
+    if state.by_residual:
+        return residual_scores(state, q, probes, row_probe, codes, terms, direct=True)
+    kind = adc_kind(state.metric)
+    return adc_from_total(lookup_sum_direct(q, state.codebooks, codes, kind), kind)
 
 
 def shortlist_size(state: IvfState, k: int, refine: int) -> int:

@@ -17,6 +17,7 @@ from iqdb_ivf_jax._pq import _TRAIN_TILE as PQ_TRAIN_TILE
 from iqdb_ivf_jax._pq import (
     adc_scores,
     adc_tables,
+    lookup_sum_direct,
     pq_decode,
     pq_encode,
     pq_encode_fast,
@@ -285,6 +286,26 @@ def test_residual_adc_equals_metric_on_decoded(kind, trained):
         np.testing.assert_allclose(np.asarray(batch[i]), ref, rtol=1e-4, atol=1e-5 * scale)
         assert _bits_equal(score(q), batch[i])
         assert _bits_equal(score(q, slice(0, 37)), batch[i, :37])
+
+
+@pytest.mark.parametrize("kind", ADC_KINDS)
+@pytest.mark.parametrize("m, dsub", [(2, 4), (48, 8), (5, 3)])
+def test_lookup_sum_direct_is_the_table_lookup_bit_for_bit(kind, m, dsub):
+    """The re-rank kernel (only the selected entries) gives the table path's bits:
+    one query, one query per row, jitted and vmapped."""
+    rng = np.random.default_rng(m * 7 + dsub)
+    cb = jnp.asarray(rng.normal(0.0, 1.0, (m, 256, dsub)), jnp.float32)
+    codes = jnp.asarray(rng.integers(0, 256, (61, m)), jnp.uint8)
+    qs = jnp.asarray(rng.normal(0.0, 2.0, (3, m * dsub)), jnp.float32)
+
+    direct = jax.jit(jax.vmap(lambda q: lookup_sum_direct(q, cb, codes, kind)))(qs)
+    for i, q in enumerate(qs):
+        # the "l1" ADC of any table is its plain lookup sum
+        total = adc_scores(adc_tables(q, cb, kind=kind), codes, kind="l1")
+        assert _bits_equal(direct[i], total)
+        assert _bits_equal(lookup_sum_direct(q, cb, codes[:9], kind), total[:9])
+        rows = jnp.broadcast_to(q, (9, m * dsub))  # one query per row
+        assert _bits_equal(lookup_sum_direct(rows, cb, codes[:9], kind), total[:9])
 
 
 def test_adc_self_query_l2(trained):
