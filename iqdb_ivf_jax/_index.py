@@ -131,6 +131,8 @@ class IvfIndex(SearchRunner):
         self._kmeans_iterations = 0
         self._kmeans_inertia: float | None = None
         self._last_scan: dict | tuple | None = None
+        # the last list-major score buffer, kept for reuse (at most the chunk budget)
+        self._scratch: list[jax.Array] = []
         self._clear_entries()
 
     # ------------------------------------------------------------------ basics

@@ -236,8 +236,15 @@ class SearchRunner:
         S = np.empty((nq, k), np.int64)
         scored = 0
         redo = []
+        # the score buffer of the last list-major call is kept on the index and
+        # refilled in place (a fresh large one costs page faults); list.pop is
+        # atomic, so two threads never donate the same buffer
+        try:
+            buf = self._scratch.pop()
+        except IndexError:
+            buf = None
         for s0 in range(0, nq, chunk):
-            d, sl, amb, sc = list_major_search(
+            d, sl, amb, sc, buf = list_major_search(
                 state,
                 layout,
                 q[s0 : s0 + chunk],
@@ -245,10 +252,13 @@ class SearchRunner:
                 mask,
                 k=k,
                 refine=self._refine,
+                scratch=buf,
             )
             D[s0 : s0 + chunk], S[s0 : s0 + chunk] = d, sl
             redo.append(s0 + np.nonzero(amb)[0])
             scored += sc
+        self._scratch.append(buf)
+        del self._scratch[:-1]  # keep one
         redo = np.concatenate(redo)
         if redo.size:
             D[redo], S[redo] = self._run_query_major(q[redo], probes[redo], mask, k, 0)

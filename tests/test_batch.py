@@ -88,6 +88,21 @@ def test_list_major_chunks_under_a_small_budget(monkeypatch):
     assert np.array_equal(want[1], got[1]) and np.array_equal(want[0], got[0])
 
 
+def test_kept_score_buffer_is_reset_between_searches():
+    """The index keeps its last score buffer and refills it in place: a search
+    that reuses it (same buffer shape, other queries) sees none of the previous
+    scores, whether it runs in one chunk or many."""
+    x = _clustered(2000, 16, seed=5)
+    idx = _index("euclidean", x)
+    far, near = _clustered(256, 16, seed=6), _clustered(256, 16, seed=8)
+    fresh = _index("euclidean", x).search_arrays(near, 10, path="list")
+    idx.search_arrays(far * 0.01, 10, path="list")  # scores near 0: would win if kept
+    kept = idx._scratch[0]
+    got = idx.search_arrays(near, 10, path="list")
+    assert kept.is_deleted() and len(idx._scratch) == 1  # donated, refilled, kept
+    assert np.array_equal(fresh[1], got[1]) and np.array_equal(fresh[0], got[0])
+
+
 def test_ties_across_the_shortlist_boundary_rerun_by_insert_order():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((600, 8)).astype(np.float32)
