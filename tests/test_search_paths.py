@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from iqdb_ivf_jax import Filter, IvfConfig, IvfIndex, functional
+from iqdb_ivf_jax import Filter, IvfConfig, IvfIndex, _search, functional
+from iqdb_ivf_jax._pq import adc_scores, adc_tables
 
 
 def _clustered(n, d, centres=12, seed=0):
@@ -131,3 +132,32 @@ def test_scan_padding_is_bounded_on_uneven_lists():
     B = index.stats().extra["block_size"]
     assert ratio <= 1 + B * len(sizes) / len(x) + 1e-9
     assert scan < 1.6, scan
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "dot_product", "manhattan"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_shortlist_adc_equals_the_scan_adc_bit_for_bit(metric, residual):
+    """``adc_rows`` (the list-major merge's re-score: only the selected table
+    entries) gives the query-major scan's ADC bits for any rows of the probed
+    lists, every PQ metric, plain and residual codes."""
+    x = _clustered(900, 16, seed=4)
+    cfg = IvfConfig(n_clusters=8, n_probes=3, seed=1).with_use_pq(True).with_pq_subvectors(4)
+    index = IvfIndex(16, metric, cfg.with_pq_by_residual(residual))
+    index.train(x)
+    index.insert_batch(list(range(len(x))), x)
+    st = index.state
+    rng = np.random.default_rng(0)
+    probes = jax.numpy.asarray(rng.permutation(8)[:3], jax.numpy.int32)
+    row_probe = jax.numpy.asarray(rng.integers(0, 3, 50), jax.numpy.int32)
+    b = jax.numpy.asarray(rng.integers(0, st.codes.shape[0], 50))
+    r = jax.numpy.asarray(rng.integers(0, st.block_size, 50))
+    codes = st.codes[b, r]
+    terms = st.pq_terms[b, r] if st.keeps_pq_terms else None
+    for q in x[:3] + 0.25:
+        if residual:
+            want = _search.residual_scores(st, q, probes, row_probe, codes, terms)
+        else:
+            kind = _search.adc_kind(st.metric)
+            want = adc_scores(adc_tables(q, st.codebooks, kind=kind), codes, kind=kind)
+        got = jax.jit(_search.adc_rows)(st, q, probes, row_probe, codes, terms)
+        assert np.array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
