@@ -194,9 +194,13 @@ def score_buffer(rows: int, width: int, scratch: jax.Array | None = None) -> jax
 
     Reusing matters for large buffers: measured on XLA CPU here, a fresh
     ``f32[1024, 20480]`` (84 MB, above glibc's 32 MB mmap threshold) costs
-    ~21 ms of page faults to fill, refilling a kept one ~2 ms.
+    ~21 ms of page faults to fill, refilling a kept one ~3 ms. A ``scratch``
+    of another shape is freed first (the caller hands it over), so two
+    buffers are never alive at once.
     """
-    if scratch is None or scratch.shape != (rows, width) or scratch.is_deleted():
+    if scratch is not None and not scratch.is_deleted() and scratch.shape != (rows, width):
+        scratch.delete()
+    if scratch is None or scratch.is_deleted():
         # a new buffer also passes through _refill (one cheap pass over memory
         # just written), so the first search compiles everything a repeat uses
         scratch = empty_buffer(rows=rows, width=width)
@@ -350,6 +354,7 @@ def list_major_search(
     refine: int = 0,
     margin: int = RESCORE_MARGIN,
     scratch: jax.Array | None = None,
+    width: int = 0,
 ):
     """Search a batch list-major (``refine``: the IVF-PQ re-rank factor).
 
@@ -357,7 +362,10 @@ def list_major_search(
         queries: ``f32[nq, d]`` host queries.
         probes: ``i32[nq, P]`` their probed lists.
         scratch: a score buffer returned by an earlier call, reused (donated)
-            if its shape fits (see :func:`score_buffer`).
+            if its shape fits, else freed (see :func:`score_buffer`).
+        width: score-buffer width to use when at least this batch's own
+            (:func:`buffer_width`): chunks of one search pass the whole
+            search's, so they share one buffer shape.
 
     Returns:
         ``(D f32[nq, k], slots i64[nq, k], ambiguous bool[nq], scored, buffer)``
@@ -369,7 +377,7 @@ def list_major_search(
     nq, P = probes.shape
     kk = shortlist_size(state, k, refine) + margin
     starts, widths = pair_columns(probes, layout)
-    width = max(buffer_width(widths), kk)
+    width = max(buffer_width(widths), width, kk)
     nq_pad = pow2_at_least(nq)
     q_pad = np.zeros((nq_pad, queries.shape[1]), np.float32)
     q_pad[:nq] = queries

@@ -626,6 +626,7 @@ class IvfIndex(SearchRunner):
             + sum(sys.getsizeof(i) for i in self._id_slot)
         )
         mem["metadata"] = sys.getsizeof(self._meta) + self._meta_bytes
+        mem["score_buffer"] = sum(b.nbytes for b in self._scratch if not b.is_deleted())
         if self._layout is not None:
             lay = self._layout
             mem["layout"] = (

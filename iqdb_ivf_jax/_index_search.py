@@ -229,7 +229,8 @@ class SearchRunner:
         state, layout = self._state, self._layout
         nq = q.shape[0]
         _, widths = pair_columns(probes, layout)
-        row_bytes = 4 * max(buffer_width(widths), 1)
+        width = buffer_width(widths)
+        row_bytes = 4 * max(width, 1)
         chunk = max(MIN_TILE, _LIST_MAJOR_CHUNK_BYTES // row_bytes)
         chunk = 1 << (chunk.bit_length() - 1)
         D = np.empty((nq, k), np.float32)
@@ -253,6 +254,7 @@ class SearchRunner:
                 k=k,
                 refine=self._refine,
                 scratch=buf,
+                width=width,
             )
             D[s0 : s0 + chunk], S[s0 : s0 + chunk] = d, sl
             redo.append(s0 + np.nonzero(amb)[0])

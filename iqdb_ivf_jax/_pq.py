@@ -311,7 +311,7 @@ def lookup_sum_direct(q: jax.Array, codebooks: jax.Array, codes: jax.Array, kind
     qs = _split(jnp.asarray(q, jnp.float32), m)  # [(n,) m, dsub]
     qs = qs if qs.ndim == 3 else qs[None]
     # one flat row index per (row, subvector): a single gather, no index pairs
-    flat = codebooks.reshape(m * N_CODEWORDS, -1)
+    flat = jnp.asarray(codebooks, jnp.float32).reshape(m * N_CODEWORDS, -1)
     offsets = N_CODEWORDS * jnp.arange(m, dtype=jnp.int32)
     sel = flat[codes.astype(jnp.int32) + offsets[None, :]]  # [n, m, dsub]
     ent = _entries(qs, sel, kind)  # [n, m]

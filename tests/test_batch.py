@@ -2,12 +2,13 @@
 and IVF-PQ), chunked under the memory budget, ties across the shortlist boundary
 re-run exactly."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import iqdb_ivf_jax._index_search as search_module
 from iqdb_ivf_jax import Filter, InvalidConfigError, IvfConfig, IvfIndex
-from iqdb_ivf_jax._batch import MAX_TILE, MIN_TILE, pair_columns, plan_units
+from iqdb_ivf_jax._batch import MAX_TILE, MIN_TILE, pair_columns, plan_units, score_buffer
 
 
 def _clustered(n, d, centres=20, seed=0):
@@ -89,16 +90,30 @@ def test_list_major_chunks_under_a_small_budget(monkeypatch):
     assert np.array_equal(want[1], got[1]) and np.array_equal(want[0], got[0])
 
 
-def test_kept_score_buffer_is_reset_between_searches():
-    """The index keeps its last score buffer and refills it in place: a search
-    that reuses it (same buffer shape, other queries) sees none of the previous
-    scores, whether it runs in one chunk or many."""
+def test_score_buffer_refills_a_kept_buffer_and_frees_a_mismatched_one():
+    old = jnp.full((8, 256), -1.0, jnp.float32)
+    buf = score_buffer(8, 256, old)
+    assert old.is_deleted() and np.all(np.asarray(buf) == np.inf)  # donated, reset
+    fresh = score_buffer(16, 256, buf)
+    assert buf.is_deleted() and fresh.shape == (16, 256)  # never two alive
+    assert np.all(np.asarray(fresh) == np.inf)
+
+
+@pytest.mark.parametrize("budget", [None, 40_000])
+def test_kept_score_buffer_is_reset_between_searches(monkeypatch, budget):
+    """The index keeps its last score buffer (reported in its memory stats) and
+    hands it to the next search of the same shape, in one chunk or many, which
+    returns what a fresh index does (the refill itself is checked above: stale
+    scores would only add candidates that the exact re-score then ranks)."""
+    if budget:
+        monkeypatch.setattr(search_module, "_LIST_MAJOR_CHUNK_BYTES", budget)
     x = _clustered(2000, 16, seed=5)
     idx = _index("euclidean", x)
-    far, near = _clustered(256, 16, seed=6), _clustered(256, 16, seed=8)
+    near = _clustered(256, 16, seed=8)
     fresh = _index("euclidean", x).search_arrays(near, 10, path="list")
-    idx.search_arrays(far * 0.01, 10, path="list")  # scores near 0: would win if kept
+    idx.search_arrays(near[::-1], 10, path="list")
     kept = idx._scratch[0]
+    assert idx.stats().extra["memory"]["score_buffer"] == kept.nbytes
     got = idx.search_arrays(near, 10, path="list")
     assert kept.is_deleted() and len(idx._scratch) == 1  # donated, refilled, kept
     assert np.array_equal(fresh[1], got[1]) and np.array_equal(fresh[0], got[0])

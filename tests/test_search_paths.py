@@ -2,6 +2,7 @@
 bounded scan padding."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -147,10 +148,10 @@ def test_shortlist_adc_equals_the_scan_adc_bit_for_bit(metric, residual):
     index.insert_batch(list(range(len(x))), x)
     st = index.state
     rng = np.random.default_rng(0)
-    probes = jax.numpy.asarray(rng.permutation(8)[:3], jax.numpy.int32)
-    row_probe = jax.numpy.asarray(rng.integers(0, 3, 50), jax.numpy.int32)
-    b = jax.numpy.asarray(rng.integers(0, st.codes.shape[0], 50))
-    r = jax.numpy.asarray(rng.integers(0, st.block_size, 50))
+    probes = jnp.asarray(rng.permutation(8)[:3], jnp.int32)
+    row_probe = jnp.asarray(rng.integers(0, 3, 50), jnp.int32)
+    b = jnp.asarray(rng.integers(0, st.codes.shape[0], 50))
+    r = jnp.asarray(rng.integers(0, st.block_size, 50))
     codes = st.codes[b, r]
     terms = st.pq_terms[b, r] if st.keeps_pq_terms else None
     for q in x[:3] + 0.25:
