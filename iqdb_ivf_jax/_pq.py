@@ -245,9 +245,17 @@ def pq_decode(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
     [[3.0, 260.0]]
     """
     m, _, dsub = codebooks.shape
-    idx = codes.astype(jnp.int32)
-    parts = jax.vmap(lambda cb, c: cb[c], in_axes=(0, -1), out_axes=-2)(codebooks, idx)
-    return parts.reshape(codes.shape[:-1] + (m * dsub,))
+    return _codewords(codebooks, codes).reshape(codes.shape[:-1] + (m * dsub,))
+
+
+def _codewords(codebooks: jax.Array, codes: jax.Array) -> jax.Array:
+    """``f32[..., M, dsub]``: codeword ``codes[..., j]`` of subvector ``j``, by one
+    flat row index per (row, subvector) (a single gather, no index pairs)."""
+    m = codebooks.shape[0]
+    flat = jnp.asarray(codebooks, jnp.float32).reshape(m * N_CODEWORDS, -1)
+    offsets = N_CODEWORDS * jnp.arange(m, dtype=jnp.int32)
+    lead = (1,) * (codes.ndim - 1)
+    return flat[codes.astype(jnp.int32) + offsets.reshape(lead + (m,))]
 
 
 @functools.partial(jax.jit, static_argnames=("kind",))
@@ -310,11 +318,7 @@ def lookup_sum_direct(q: jax.Array, codebooks: jax.Array, codes: jax.Array, kind
     m = codebooks.shape[0]
     qs = _split(jnp.asarray(q, jnp.float32), m)  # [(n,) m, dsub]
     qs = qs if qs.ndim == 3 else qs[None]
-    # one flat row index per (row, subvector): a single gather, no index pairs
-    flat = jnp.asarray(codebooks, jnp.float32).reshape(m * N_CODEWORDS, -1)
-    offsets = N_CODEWORDS * jnp.arange(m, dtype=jnp.int32)
-    sel = flat[codes.astype(jnp.int32) + offsets[None, :]]  # [n, m, dsub]
-    ent = _entries(qs, sel, kind)  # [n, m]
+    ent = _entries(qs, _codewords(codebooks, codes), kind)  # [n, m]
     return _ordered_sum([ent[..., j] for j in range(m)])
 
 
