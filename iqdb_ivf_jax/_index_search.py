@@ -135,7 +135,8 @@ class SearchRunner:
         queries with one matrix product (IVF-Flat euclidean/cosine/dot, IVF-PQ euclidean/dot),
         ``"auto"`` (default) takes list-major when lists are probed by several
         queries on average. Both return the same hits (up to float32 rounding
-        at the k-th distance).
+        at the k-th distance, and for IVF-PQ with refine at the ``refine * k``-th
+        ADC score).
         """
         D, S = self._search(queries, k, filter, rank=2, path=path)
         return self._hits(D, S)

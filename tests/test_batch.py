@@ -119,11 +119,15 @@ def test_kept_score_buffer_is_reset_between_searches(monkeypatch, budget):
     assert np.array_equal(fresh[1], got[1]) and np.array_equal(fresh[0], got[0])
 
 
-def test_ties_across_the_shortlist_boundary_rerun_by_insert_order():
+@pytest.mark.parametrize("pq_refine", [None, 2])
+def test_ties_across_the_shortlist_boundary_rerun_by_insert_order(pq_refine):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((600, 8)).astype(np.float32)
     dup = np.full((60, 8), 0.25, np.float32)  # 60 identical vectors, inserted in order
-    idx = IvfIndex(8, "euclidean", IvfConfig(n_clusters=8, n_probes=8, seed=1))
+    cfg = IvfConfig(n_clusters=8, n_probes=8, seed=1)
+    if pq_refine is not None:  # the 2 * 10 shortlist falls inside the 60 equal scores
+        cfg = cfg.with_use_pq(True).with_pq_subvectors(2).with_pq_refine_factor(pq_refine)
+    idx = IvfIndex(8, "euclidean", cfg)
     idx.train(x)
     idx.insert_batch(list(range(600)), x)
     idx.insert_batch(list(range(1000, 1060)), dup)
