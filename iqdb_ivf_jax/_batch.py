@@ -58,7 +58,7 @@ import numpy as np
 from jax import lax
 
 from ._config import Metric
-from ._layout import BlockLayout, pow2_at_least, scan_bucket
+from ._layout import BlockLayout, pow2_at_least, scan_bucket, scan_buckets
 from ._metrics import RESCORE_MARGIN, distances_from_dot, row_norms
 from ._search import _rescore, adc_rows, decode_rows, finish_adc, shortlist_size
 from ._state import IvfState
@@ -297,7 +297,7 @@ class ClassUnits:
 
 def _size_classes(nb: np.ndarray) -> np.ndarray:
     """Size class (block count rounded by :func:`scan_bucket`; 0 if empty) of each list."""
-    return np.array([scan_bucket(int(b)) if b > 0 else 0 for b in nb.tolist()], np.int64)
+    return np.where(nb > 0, scan_buckets(nb), 0)
 
 
 def pair_columns(probes: np.ndarray, layout: BlockLayout) -> tuple[np.ndarray, np.ndarray]:
@@ -319,39 +319,56 @@ def plan_units(probes: np.ndarray, starts: np.ndarray, layout: BlockLayout) -> l
     count, clamped to ``[MIN_TILE, MAX_TILE]``; a list with more queries than
     the tile gets several units. Within a list, queries keep their batch order.
     """
-    nq, P = probes.shape
-    lst = probes.reshape(-1).astype(np.int64)
+    P = probes.shape[1]
     nb = layout.list_nblocks.astype(np.int64)
+    n_lists = nb.size
     list_cls = _size_classes(nb)
-    keep = nb[lst] > 0
+    # each list's rank in (class, list) order; empty lists are dropped
+    by_class = np.lexsort((np.arange(n_lists), list_cls))
+    rank_of = np.empty(n_lists, np.int64)
+    rank_of[by_class] = np.arange(n_lists)
+    key = rank_of[probes.reshape(-1)]
+    keep = nb[probes.reshape(-1)] > 0
     if not keep.any():
         return []
-    qrow = np.repeat(np.arange(nq, dtype=np.int64), P)[keep]
-    off = starts.reshape(-1).astype(np.int64)[keep]
-    lst = lst[keep]
-    # pairs sorted by (class, list), queries in batch order within a list
-    order = np.lexsort((lst, list_cls[lst]))
-    lst, qrow, off = lst[order], qrow[order], off[order]
-    cls = list_cls[lst]
-    new_list = np.empty(lst.size, bool)
-    new_list[0] = True
-    new_list[1:] = lst[1:] != lst[:-1]
-    list_start = np.flatnonzero(new_list)
-    rank = np.arange(lst.size) - np.repeat(list_start, np.diff(np.append(list_start, lst.size)))
-    class_edges = np.flatnonzero(np.append(True, cls[1:] != cls[:-1]))
+    # one stable sort of pair keys: pairs by (class, list), queries in batch order
+    # (int16 keys take NumPy's radix sort: 0.3 ms instead of 1.9 for 48k pairs)
+    key = key.astype(np.int16 if n_lists <= np.iinfo(np.int16).max else np.int64)
+    order = np.flatnonzero(keep)[np.argsort(key[keep], kind="stable")]
+    lst = probes.reshape(-1)[order].astype(np.int64)
+    qrow = order // P
+    off = starts.reshape(-1)[order].astype(np.int64)
+    counts = np.bincount(lst, minlength=n_lists)[by_class]  # pairs per list, class order
+    used = counts > 0
+    lists, cnt, cls = by_class[used], counts[used], list_cls[by_class][used]
+    # per class: tile from the mean pairs per list; then every list's units
+    edges = np.flatnonzero(np.append(True, cls[1:] != cls[:-1]))
+    pairs_c = np.add.reduceat(cnt, edges)
+    lists_c = np.diff(np.append(edges, cnt.size))
+    tile_c = np.clip(
+        [pow2_at_least(x) for x in (-(-pairs_c // lists_c)).tolist()], MIN_TILE, MAX_TILE
+    )
+    tile = np.repeat(tile_c, lists_c)
+    units_per = -(-cnt // tile)
+    units_c = np.add.reduceat(units_per, edges)
+    first_unit = np.cumsum(units_per) - units_per - np.repeat(np.cumsum(units_c) - units_c, lists_c)
+    r = np.arange(lst.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)  # rank in its list
+    t_pair = np.repeat(tile, cnt)
+    unit_id = np.repeat(first_unit, cnt) + r // t_pair
+    slot = r % t_pair
     out = []
-    for a, b in zip(class_edges, np.append(class_edges[1:], lst.size)):
-        n_lists = int(new_list[a:b].sum())
-        tile = int(np.clip(pow2_at_least(-(-(b - a) // n_lists)), MIN_TILE, MAX_TILE))
-        r_c = rank[a:b]
-        new_unit = r_c % tile == 0
-        unit_id = np.cumsum(new_unit) - 1
-        n_units = int(unit_id[-1]) + 1
-        u_q = np.full((n_units, tile), -1, np.int32)
-        u_off = np.full((n_units, tile), -1, np.int32)
-        u_q[unit_id, r_c % tile] = qrow[a:b]
-        u_off[unit_id, r_c % tile] = off[a:b]
-        out.append(ClassUnits(int(cls[a]), lst[a:b][new_unit].astype(np.int32), u_q, u_off))
+    pos, lpos = 0, 0
+    for c, t, n_u, n_p, n_l in zip(
+        cls[edges].tolist(), tile_c.tolist(), units_c.tolist(), pairs_c.tolist(), lists_c.tolist()
+    ):
+        u_q = np.full((n_u, t), -1, np.int32)
+        u_off = np.full((n_u, t), -1, np.int32)
+        sl = slice(pos, pos + n_p)
+        u_q[unit_id[sl], slot[sl]] = qrow[sl]
+        u_off[unit_id[sl], slot[sl]] = off[sl]
+        u_list = np.repeat(lists[lpos : lpos + n_l], units_per[lpos : lpos + n_l])
+        out.append(ClassUnits(c, u_list.astype(np.int32), u_q, u_off))
+        pos, lpos = pos + n_p, lpos + n_l
     return out
 
 

@@ -23,6 +23,16 @@ def scan_bucket(n: int) -> int:
     return -(-n // step) * step
 
 
+def scan_buckets(n: np.ndarray) -> np.ndarray:
+    """:func:`scan_bucket` of each entry of an integer array."""
+    n = np.maximum(np.asarray(n, np.int64), 1)
+    # step = 2 ** (bit_length(n) - 3) above 8; bit_length via frexp (exact below 2**53)
+    step = np.left_shift(
+        np.int64(1), np.maximum(np.frexp(n.astype(np.float64))[1] - 3, 0).astype(np.int64)
+    )
+    return np.where(n <= 8, n, -(-n // step) * step)
+
+
 class BlockLayout:
     """Which block rows each list owns, and where the next row of a list goes.
 

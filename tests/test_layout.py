@@ -1,6 +1,6 @@
 import numpy as np
 
-from iqdb_ivf_jax._layout import BlockLayout, pow2_at_least, scan_bucket
+from iqdb_ivf_jax._layout import BlockLayout, pow2_at_least, scan_bucket, scan_buckets
 
 
 def test_pow2_and_bucket():
@@ -10,6 +10,11 @@ def test_pow2_and_bucket():
         b = scan_bucket(n)
         assert n <= b <= max(n, 1.25 * n + 1)
     assert len({scan_bucket(n) for n in range(1, 1025)}) < 60
+
+
+def test_scan_buckets_matches_scan_bucket():
+    n = np.concatenate([np.arange(0, 5000), [2**31 - 1, 2**31, 2**31 + 5, 2**40 + 1, 2**52 - 1]])
+    assert scan_buckets(n).tolist() == [scan_bucket(int(v)) for v in n]
 
 
 def test_allocate_fills_blocks_per_list_and_reuses_holes():
