@@ -115,6 +115,7 @@ def ours_config(n: int, args, *, pq: bool) -> IvfConfig:
         kmeans_max_iterations=args.kmeans_iters,
         kmeans_init=getattr(args, "kmeans_init", "kmeans++"),
         training_sample_size=min(n, 256 * args.nlist),
+        spill_lambda=getattr(args, "spill_lambda", None),
     )
     if pq:
         cfg = cfg.with_use_pq(True).with_pq_subvectors(args.m).with_pq_refine_factor(args.refine)

@@ -130,6 +130,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "'random' is faiss's own init, for train time at equal work)",
     )
     g.add_argument(
+        "--spill-lambda",
+        type=float,
+        default=None,
+        help="store each of our vectors in a second list too (SOAR spilled "
+        "assignment with this lambda, e.g. 1.0; IvfConfig.spill_lambda); faiss "
+        "has no equivalent: compare at equal recall, and see bytes/vector",
+    )
+    g.add_argument(
         "--methods",
         help="families to sweep: flat, pq (PQ+refine), adc (PQ without "
         "refine, same PQ index) (default flat,pq,adc; --quick: flat,pq)",
@@ -340,6 +348,11 @@ def _run(args, families: list[str], probes: list[int]) -> dict:
             f"building {'IVF-PQ' if pq else 'IVF-Flat'}: nlist {args.nlist}"
             + (f", M {args.m}, refine {args.refine}" if pq else "")
             + f", {args.kmeans_iters} k-means rounds ({args.kmeans_init} init for ours)"
+            + (
+                f", ours spilled (lambda {args.spill_lambda})"
+                if args.spill_lambda is not None
+                else ""
+            )
         )
         index, rec = build_ours(base, args, pq=pq)
         methods = ours_methods(index, rec, pq=pq, refine=args.refine)

@@ -103,6 +103,7 @@ def scan_class(
     unit_off: jax.Array,
     n_units: jax.Array,
     buf: jax.Array,
+    probed: jax.Array,
     *,
     n_blocks: int,
 ) -> jax.Array:
@@ -125,6 +126,9 @@ def scan_class(
             list's ``n_blocks * B`` scores start.
         n_units: ``i32[]`` units in use (the rest is padding, skipped).
         buf: ``f32[nq_pad, L]`` score buffer (donated); ``+inf`` = no candidate.
+        probed: ``bool[nq_pad, nlist]`` the lists each query probes, when the
+            state spills (a spilled copy whose own list the query probes is
+            skipped); otherwise unused (any shape).
         n_blocks: static block count of this class (>= every unit's list).
 
     Returns:
@@ -157,6 +161,9 @@ def scan_class(
             xn = state.norms[safe].reshape(g, rows)
         ok = ((blk >= 0)[:, :, None] & state.valid[safe] & mask[safe]).reshape(g, 1, rows)
         qi = jnp.clip(qrows, 0, nq - 1)
+        if state.spills:  # [g, tile, rows]: skip spilled copies of lists the query probes
+            tw = state.twin[safe].reshape(g, 1, rows)
+            ok = ok & ~((tw >= 0) & probed[qi[:, :, None], jnp.maximum(tw, 0)])
         qx = lax.dot_general(
             queries[qi], x, (((2,), (2,)), ((0,), (0,))), precision=_HIGHEST
         )  # [g, tile, rows]
@@ -423,6 +430,10 @@ def list_major_search(
     q_dev = jnp.asarray(q_pad)
     qn = _norms(q_dev)
     buf = score_buffer(nq_pad, width, scratch)
+    probed = np.zeros((nq_pad, state.n_lists) if state.spills else (1, 1), bool)
+    if state.spills:
+        probed[np.arange(nq)[:, None], probes] = True
+    probed = jnp.asarray(probed)
     scored = 0
     for cu in plan_units(probes, starts, layout):
         U, tile = cu.unit_q.shape
@@ -433,7 +444,9 @@ def list_major_search(
         uq[:U] = np.where(cu.unit_q >= 0, cu.unit_q, nq_pad)
         uo = np.zeros((U_pad, tile), np.int32)
         uo[:U] = np.maximum(cu.unit_off, 0)
-        buf = scan_class(state, q_dev, qn, mask, ul, uq, uo, np.int32(U), buf, n_blocks=cu.n_blocks)
+        buf = scan_class(
+            state, q_dev, qn, mask, ul, uq, uo, np.int32(U), buf, probed, n_blocks=cu.n_blocks
+        )
         scored += U * cu.n_blocks * state.block_size * tile
     D, S, amb = merge_rescore(state, q_dev, buf, p_pad, s_pad, k=k, kk=kk, refine=refine)
     return (

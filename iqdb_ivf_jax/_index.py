@@ -70,6 +70,15 @@ def _canonical_int_ids(ids) -> list | None:
     return ids.tolist()
 
 
+def _allocate(layout: BlockLayout, labels: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+    """Slots for rows bound for lists ``labels``: each list's new rows fill its
+    blocks contiguously, in seq order."""
+    order = np.lexsort((seqs, labels)) if labels.size else np.zeros(0, np.int64)
+    slots = np.empty(labels.size, np.int64)
+    slots[order] = layout.allocate(labels[order])
+    return slots
+
+
 def _choose_block_size(n: int, n_lists: int) -> int:
     """Rows per block: about an eighth of the mean list, between 8 and 64."""
     return int(min(64, pow2_at_least(math.ceil(n / (8 * n_lists)), 8)))
@@ -143,6 +152,8 @@ class IvfIndex(SearchRunner):
         # search_arrays maps slots to ids with one gather while every id is one
         self._slot_int = np.full(n_slots, -1, np.int64)
         self._slot_seq = np.zeros(n_slots, np.int64)
+        # spilled assignment: a vector's own slot <-> its spilled slot (-1: none)
+        self._slot_twin = np.full(n_slots, -1, np.int64)
         self._meta: dict = {}  # id -> metadata, for ids that have some
         self._meta_bytes = 0
         self._n_wide_ids = 0  # live ids that are not ints below 2**63
@@ -351,38 +362,46 @@ class IvfIndex(SearchRunner):
             codebooks=codebooks,
             by_residual=self._config.pq_by_residual,
             block_size=block,
+            spill=self._config.spill_lambda is not None,
         )
-        labels, rows = self._prepare(state, x)
-        order = np.lexsort((np.asarray(seqs, np.int64), labels)) if n else np.zeros(0, np.int64)
-        slots = np.empty(n, np.int64)
-        slots[order] = layout.allocate(labels[order])
+        seqs = np.asarray(seqs, np.int64)
+        labels, rows, spill = self._prepare(state, x)
+        slots = _allocate(layout, labels, seqs)
+        slots2 = None if spill is None else _allocate(layout, spill[0], seqs)
         state = state.grown(layout.n_blocks, layout.width)
-        state = _kernels.write_rows(state, slots, *rows, np.asarray(seqs, np.int64), donate=True)
+        state = _kernels.write_rows(state, slots, *rows, seqs, donate=True)
+        if spill is not None:
+            state = _kernels.write_rows(
+                state, slots2, rows[0], rows[1], *spill[1:], seqs, labels, donate=True
+            )
         state = state.replace(**_kernels.table_arrays(layout))
         # -- commit (nothing below can fail on valid input)
         self._state, self._layout, self._state_exported = state, layout, False
         self._kmeans_iterations = int(res.n_iter)
         self._kmeans_inertia = float(res.inertia)
         self._clear_entries(layout.n_blocks * block)
-        self._bind_many(
-            list(ids), np.asarray(slots, np.int64), list(metas), np.asarray(seqs, np.int64)
-        )
+        self._bind_many(list(ids), slots, list(metas), seqs, slots2=slots2)
         self._next_seq = int(max(seqs)) + 1 if n else 0
 
     def _prepare(self, state: IvfState, x: np.ndarray):
-        """Lists (host ``int64[n]``) of rows ``x``, and the padded device rows,
-        norms, PQ codes and residual terms that :func:`_kernels.write_rows` takes."""
+        """Lists (host ``int64[n]``) of rows ``x``; the padded device rows, norms,
+        PQ codes and residual terms that :func:`_kernels.write_rows` takes; and,
+        when the state spills, ``(spilled lists int64[n], codes, terms)`` of the
+        spilled copies (else None)."""
         n = x.shape[0]
+        m = state.codes.shape[-1]
         if n == 0:
-            return np.zeros(0, np.int64), (
-                x,
-                np.zeros(0, np.float32),
-                np.zeros((0, state.codes.shape[-1]), np.uint8),
-                np.zeros(0, np.float32),
-            )
+            empty = (np.zeros(0, np.int64), np.zeros((0, m), np.uint8), np.zeros(0, np.float32))
+            rows = (x, np.zeros(0, np.float32), *empty[1:])
+            return empty[0], rows, (empty if state.spills else None)
         xd = _kernels.device_rows(x, _kernels.padded_rows(n))
         labels, norms, codes, terms = _kernels.prepare_rows(state, xd, np.int32(n))
-        return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes, terms)
+        spill = None
+        if state.spills:
+            lam = np.float32(self._config.spill_lambda)
+            lists, codes2, terms2 = _kernels.prepare_spill(state, xd, labels, lam, np.int32(n))
+            spill = (np.asarray(lists)[:n].astype(np.int64), codes2, terms2)
+        return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes, terms), spill
 
     # ------------------------------------------------------------ bookkeeping
     def _bind_many(
@@ -392,10 +411,12 @@ class IvfIndex(SearchRunner):
         metas: list,
         seqs: np.ndarray,
         int_ids: np.ndarray | None = None,
+        slots2: np.ndarray | None = None,
     ) -> None:
         """Record new entries: id <-> slot, seq and metadata (bulk updates).
 
         ``int_ids``: the ids as a non-negative integer array, when they came as one.
+        ``slots2``: the entries' spilled slots (they map back to the same ids).
         """
         slot_list = slots.tolist()
         self._id_slot.update(zip(ids, slot_list))
@@ -414,19 +435,33 @@ class IvfIndex(SearchRunner):
             self._slot_int[slots] = np.array(vals, np.int64)
             wide = vals.count(-1)
         self._n_wide_ids += wide
+        if slots2 is not None:
+            for id_, slot in zip(ids, slots2.tolist()):
+                slot_id[slot] = id_
+            self._slot_int[slots2] = self._slot_int[slots]
+            self._slot_seq[slots2] = seqs
+            self._slot_twin[slots] = slots2
+            self._slot_twin[slots2] = slots
         if metas.count(None) < len(metas):
             with_meta = [(i, m) for i, m in zip(ids, metas) if m is not None]
             self._meta.update(with_meta)
             self._meta_bytes += sum(metadata_bytes(m) for _, m in with_meta)
 
-    def _unbind(self, id_) -> int:
+    def _unbind(self, id_) -> list[int]:
+        """Forget an entry; returns its slots (the own slot, then a spilled one)."""
         slot = self._id_slot.pop(id_)
-        self._slot_id[slot] = None
         if self._slot_int[slot] < 0:  # the mirror holds -1 for a live id only if it is wide
             self._n_wide_ids -= 1
-        self._slot_int[slot] = -1
+        slots = [slot]
+        twin = int(self._slot_twin[slot])
+        if twin >= 0:
+            slots.append(twin)
+            self._slot_twin[[slot, twin]] = -1
+        for s in slots:
+            self._slot_id[s] = None
+            self._slot_int[s] = -1
         self._meta_bytes -= metadata_bytes(self._meta.pop(id_, None))
-        return slot
+        return slots
 
     def _touch(self) -> None:
         self._version += 1
@@ -512,16 +547,19 @@ class IvfIndex(SearchRunner):
                 f"sequence numbers exhausted ({SEQ_LIMIT}); retrain() into a new index"
             )
         state = self._state
-        labels, rows = self._prepare(state, x)
+        labels, rows, spill = self._prepare(state, x)
         layout = self._layout.copy()
-        order = np.argsort(labels, kind="stable")  # a batch fills each list's blocks contiguously
-        slots = np.empty(n, np.int64)
-        slots[order] = layout.allocate(labels[order])
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        slots = _allocate(layout, labels, seqs)
+        slots2 = None if spill is None else _allocate(layout, spill[0], seqs)
         donate = self._donate()
         if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
             state, donate = state.grown(layout.n_blocks, layout.width), True
         state = _kernels.write_rows(state, slots, *rows, seqs, donate=donate)
+        if spill is not None:
+            state = _kernels.write_rows(
+                state, slots2, rows[0], rows[1], *spill[1:], seqs, labels, donate=True
+            )
         state = state.replace(**_kernels.table_arrays(layout))
         # -- commit
         self._state, self._layout = state, layout
@@ -530,7 +568,8 @@ class IvfIndex(SearchRunner):
             self._slot_id.extend([None] * grow)
             self._slot_int = np.concatenate([self._slot_int, np.full(grow, -1, np.int64)])
             self._slot_seq = np.concatenate([self._slot_seq, np.zeros(grow, np.int64)])
-        self._bind_many(ids, slots, metas, seqs, int_ids)
+            self._slot_twin = np.concatenate([self._slot_twin, np.full(grow, -1, np.int64)])
+        self._bind_many(ids, slots, metas, seqs, int_ids, slots2)
         self._next_seq += n
         self._touch()
 
@@ -545,9 +584,12 @@ class IvfIndex(SearchRunner):
         if id_ not in self._id_slot:
             raise NotFoundError(id_)
         slot = self._id_slot[id_]
-        state = _kernels.clear_rows(self._state, np.array([slot]), donate=self._donate())
+        twin = int(self._slot_twin[slot])
+        slots = [slot] if twin < 0 else [slot, twin]
+        state = _kernels.clear_rows(self._state, np.array(slots), donate=self._donate())
         self._state = state
-        self._layout.release(slot)
+        for s in slots:
+            self._layout.release(s)
         self._unbind(id_)
         self._touch()
         if self._layout.n_holes > max(1024, len(self._id_slot)):
@@ -604,9 +646,9 @@ class IvfIndex(SearchRunner):
             return 1
         if c == 1.0:
             return n_lists
-        live = len(self._id_slot)
-        target = math.ceil(Fraction(repr(c)) * live)
         sizes = np.sort(self._layout.list_live)[::-1]
+        live = int(sizes.sum())  # rows: spilled copies count
+        target = math.ceil(Fraction(repr(c)) * live)
         n = int(np.searchsorted(np.cumsum(sizes), target, side="left")) + 1
         return max(1, min(n_lists, n))
 
@@ -623,6 +665,7 @@ class IvfIndex(SearchRunner):
             + sys.getsizeof(self._slot_id)
             + self._slot_seq.nbytes
             + self._slot_int.nbytes
+            + self._slot_twin.nbytes
             + sum(sys.getsizeof(i) for i in self._id_slot)
         )
         mem["metadata"] = sys.getsizeof(self._meta) + self._meta_bytes
@@ -641,23 +684,27 @@ class IvfIndex(SearchRunner):
         """Totals and IVF details; ``extra["memory"]`` sums to ``memory_bytes``.
 
         ``extra["padding_ratio"]`` is rows held in the lists' blocks over live
-        rows (>= 1); ``extra["last_search"]`` reports rows actually scanned over
+        rows (>= 1; with spilled assignment each vector is two live rows, and
+        ``extra["spilled_rows"]`` counts the spilled copies); ``extra["last_search"]`` reports rows actually scanned over
         live rows in the probed lists for the most recent search.
         """
         mem = self._memory()
         live = len(self._id_slot)
+        live_rows = 0 if self._layout is None else int(self._layout.list_live.sum())
         extra = {
             "mode": "pq" if self._config.use_pq else "flat",
             "n_clusters": self._config.n_clusters,
             "n_probes": self._config.n_probes,
             "kmeans_init": self._config.kmeans_init,
             "pq_by_residual": self._config.use_pq and self._config.pq_by_residual,
+            "spill_lambda": self._config.spill_lambda,
+            "spilled_rows": live_rows - live,
             "kmeans_iterations": self._kmeans_iterations,
             "kmeans_inertia": self._kmeans_inertia,
             "tombstones": 0 if self._layout is None else self._layout.n_holes,
             "capacity": 0 if self._state is None else self._state.n_blocks * self._state.block_size,
             "block_size": None if self._state is None else self._state.block_size,
-            "padding_ratio": (self._layout.allocated_rows() / live) if live else None,
+            "padding_ratio": (self._layout.allocated_rows() / live_rows) if live else None,
             "last_search": self._last_search_stats(),
             "memory": mem,
         }

@@ -68,7 +68,11 @@ class SearchRunner:
             ids = list(self._id_slot)
             slots = np.fromiter(self._id_slot.values(), np.int64, len(ids))
             meta = self._meta
-            mask[slots] = filter_mask(flt, [meta.get(i) for i in ids])
+            keep = filter_mask(flt, [meta.get(i) for i in ids])
+            mask[slots] = keep
+            twins = self._slot_twin[slots]
+            spilled = twins >= 0
+            mask[twins[spilled]] = keep[spilled]  # a spilled copy follows its entry
         B = self._state.block_size
         dev = jax.device_put(mask.reshape(-1, B))
         self._mask_cache[flt] = dev

@@ -14,6 +14,7 @@ from ._config import Metric
 from ._layout import BlockLayout, pow2_at_least
 from ._metrics import row_norms
 from ._pq import pq_encode_fast, residual_terms
+from ._spill import spill_assign
 from ._state import IvfState
 from ._tiles import _map_tiles
 
@@ -35,15 +36,28 @@ def prepare_rows(state: IvfState, x: jax.Array, n_rows: jax.Array | None = None)
     padding, whose lists are unspecified).
     """
     labels = assign(x, state.centroids, coarse_kind(state.metric), state.centroid_sq, n_rows)
-    terms = jnp.zeros((x.shape[0],), jnp.float32)
-    if state.is_pq:
-        target = x - state.centroids[labels] if state.by_residual else x
-        codes = pq_encode_fast(target, state.codebooks, n_rows)
-        if state.keeps_pq_terms:
-            terms = residual_terms(codes, labels, state.centroids, state.codebooks)
-    else:
-        codes = jnp.zeros((x.shape[0], 0), jnp.uint8)
+    codes, terms = _encode(state, x, labels, n_rows)
     return labels, stored_norms(x, state.metric), codes, terms
+
+
+@jax.jit
+def prepare_spill(state: IvfState, x: jax.Array, labels: jax.Array, lam: jax.Array, n_rows=None):
+    """The spilled copies of rows ``f32[n, d]`` whose own lists are ``labels``:
+    ``(lists i32[n], codes u8[n, M], terms f32[n])`` (see :mod:`_spill`)."""
+    lists = spill_assign(x, labels, state.centroids, lam, kind=coarse_kind(state.metric))
+    return (lists, *_encode(state, x, lists, n_rows))
+
+
+def _encode(state: IvfState, x: jax.Array, labels: jax.Array, n_rows):
+    """PQ codes and residual terms of rows stored in lists ``labels`` (empty for Flat)."""
+    terms = jnp.zeros((x.shape[0],), jnp.float32)
+    if not state.is_pq:
+        return jnp.zeros((x.shape[0], 0), jnp.uint8), terms
+    target = x - state.centroids[labels] if state.by_residual else x
+    codes = pq_encode_fast(target, state.codebooks, n_rows)
+    if state.keeps_pq_terms:
+        terms = residual_terms(codes, labels, state.centroids, state.codebooks)
+    return codes, terms
 
 
 def _sum_norms(t: jax.Array) -> jax.Array:
@@ -66,8 +80,8 @@ def stored_norms(x: jax.Array, metric: Metric) -> jax.Array:
     return _map_tiles(_sum_norms, xp.reshape(-1, MIN_ROWS, d)).reshape(-1)[:n]
 
 
-def _write(arrays, b, r, x, norms, codes, terms, seqs):
-    vectors, nrm, cds, trm, sq, valid = arrays
+def _write(arrays, b, r, x, norms, codes, terms, seqs, twin):
+    vectors, nrm, cds, trm, sq, valid, tw = arrays
     return (
         vectors.at[b, r].set(x, mode="drop"),
         nrm.at[b, r].set(norms, mode="drop"),
@@ -75,6 +89,7 @@ def _write(arrays, b, r, x, norms, codes, terms, seqs):
         trm.at[b, r].set(terms, mode="drop") if trm.shape[1] else trm,
         sq.at[b, r].set(seqs, mode="drop"),
         valid.at[b, r].set(True, mode="drop"),
+        tw.at[b, r].set(twin, mode="drop") if tw.shape[1] else tw,
     )
 
 
@@ -120,12 +135,13 @@ def device_rows(x: np.ndarray, n_pad: int) -> jax.Array:
     return jax.device_put(out, may_alias=True)
 
 
-def write_rows(state, slots, x, norms, codes, terms, seqs, *, donate: bool) -> IvfState:
+def write_rows(state, slots, x, norms, codes, terms, seqs, twin=None, *, donate: bool) -> IvfState:
     """Scatter rows into ``slots``; with ``donate`` the old arrays are reused.
 
     ``x``, ``norms``, ``codes`` and ``terms`` hold ``len(slots)`` rows, or are
     already padded to :func:`padded_rows` (as :func:`prepare_rows` returns them
-    on the device).
+    on the device). ``twin`` (host ``int[len(slots)]``, default ``-1``): the
+    rows' :attr:`IvfState.twin` values, kept only by a spilling state.
     """
     n = len(slots)
     if n == 0:
@@ -140,9 +156,18 @@ def write_rows(state, slots, x, norms, codes, terms, seqs, *, donate: bool) -> I
         out[:n] = a
         return out
 
-    arrays = (state.vectors, state.norms, state.codes, state.pq_terms, state.seqs, state.valid)
+    arrays = (
+        state.vectors,
+        state.norms,
+        state.codes,
+        state.pq_terms,
+        state.seqs,
+        state.valid,
+        state.twin,
+    )
+    tw = np.full(n, -1, np.int32) if twin is None else np.asarray(twin, np.int32)
     fn = _write_donated if donate else _write_copy
-    v, nr, c, t, s, ok = fn(
+    v, nr, c, t, s, ok, w = fn(
         arrays,
         b,
         r,
@@ -151,8 +176,9 @@ def write_rows(state, slots, x, norms, codes, terms, seqs, *, donate: bool) -> I
         pad(codes, np.uint8),
         pad(terms, np.float32),
         pad(np.asarray(seqs), np.int32),
+        pad(tw, np.int32),
     )
-    return state.replace(vectors=v, norms=nr, codes=c, pq_terms=t, seqs=s, valid=ok)
+    return state.replace(vectors=v, norms=nr, codes=c, pq_terms=t, seqs=s, valid=ok, twin=w)
 
 
 def clear_rows(state: IvfState, slots: np.ndarray, *, donate: bool) -> IvfState:

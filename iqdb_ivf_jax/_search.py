@@ -103,6 +103,8 @@ def search_one(
     blk, needed, blk_probe = _scan_block_probes(state, probes, scan_blocks)
     safe = jnp.maximum(blk, 0)
     ok = ((blk >= 0)[:, None] & state.valid[safe] & mask[safe]).reshape(-1)
+    if state.spills:  # score each vector once: skip spilled copies of probed lists
+        ok = ok & ~spilled_twin(state, probes, safe).reshape(-1)
     seq = state.seqs[safe].reshape(-1)
     slot_of = (safe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
     if not state.is_pq:
@@ -117,6 +119,14 @@ def search_one(
     else:
         approx = adc_scores(adc_tables(q, state.codebooks, kind=kind), codes, kind=kind)
     return finish_adc(state, q, approx, seq, ok, slot_of, k=k, refine=refine)
+
+
+def spilled_twin(state: IvfState, probes: jax.Array, blocks: jax.Array) -> jax.Array:
+    """``bool[T, B]``: rows of ``blocks`` (``i32[T]``) that are spilled copies of
+    vectors whose own list is among ``probes`` (``i32[P]``), so already scored."""
+    probed = jnp.zeros((state.n_lists,), bool).at[probes].set(True)
+    tw = state.twin[blocks]
+    return (tw >= 0) & probed[jnp.maximum(tw, 0)]
 
 
 def residual_scores(state, q, probes, row_probe, codes, terms, *, direct=False) -> jax.Array:

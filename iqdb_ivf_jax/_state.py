@@ -37,6 +37,10 @@ class IvfState:
         codebooks: ``f32[M, 256, d // M]`` PQ codebooks (``M == 0`` for IVF-Flat).
         seqs: ``i32[n_blocks, B]`` insertion sequence numbers (tie-break key).
         valid: ``bool[n_blocks, B]`` live rows.
+        twin: ``i32[n_blocks, B]`` with spilled assignment only (``[n_blocks, 0]``
+            otherwise): for a vector's spilled copy, the list holding the vector's
+            own copy (a query that probes that list skips the spilled one);
+            ``-1`` for own copies and empty rows.
         list_blocks: ``i32[nlist, W]`` blocks of each list, ``-1`` padded.
         list_nblocks: ``i32[nlist]`` blocks in use per list.
         centroid_sq: ``f32[nlist]`` squared centroid norms
@@ -54,6 +58,7 @@ class IvfState:
     codebooks: jax.Array
     seqs: jax.Array
     valid: jax.Array
+    twin: jax.Array
     list_blocks: jax.Array
     list_nblocks: jax.Array
     centroid_sq: jax.Array
@@ -85,6 +90,11 @@ class IvfState:
         return self.codebooks.shape[0] > 0
 
     @property
+    def spills(self) -> bool:
+        """Whether vectors have spilled copies (``twin`` holds a value per row)."""
+        return self.twin.shape[1] > 0
+
+    @property
     def keeps_pq_terms(self) -> bool:
         """Whether ``pq_terms`` holds a term per row (residual EUCLIDEAN IVF-PQ)."""
         return self.pq_terms.shape[1] > 0
@@ -105,8 +115,9 @@ class IvfState:
         block_size: int = 32,
         n_blocks: int = 8,
         table_width: int = 1,
+        spill: bool = False,
     ) -> "IvfState":
-        """An empty state with the given capacity.
+        """An empty state with the given capacity (``spill``: keep ``twin``).
 
         Raises:
             InvalidConfigError: for inconsistent shapes or sizes.
@@ -141,6 +152,7 @@ class IvfState:
             codebooks=codebooks,
             seqs=jnp.zeros((n_blocks, block_size), jnp.int32),
             valid=jnp.zeros((n_blocks, block_size), bool),
+            twin=jnp.full((n_blocks, block_size if spill else 0), -1, jnp.int32),
             list_blocks=jnp.full((nlist, table_width), -1, jnp.int32),
             list_nblocks=jnp.zeros((nlist,), jnp.int32),
             centroid_sq=centroid_sq_norms(centroids),
@@ -163,6 +175,7 @@ class IvfState:
             pq_terms=pad(self.pq_terms),
             seqs=pad(self.seqs),
             valid=pad(self.valid, False),
+            twin=pad(self.twin, -1),
             list_blocks=jnp.pad(self.list_blocks, [(0, 0), (0, add_w)], constant_values=-1),
         )
 
