@@ -203,3 +203,30 @@ def test_residual_pq_list_major_equals_query_major(metric, refine):
         (Dl, Il), (Dq, Iq) = _both(idx, q, k)
         assert np.array_equal(Il, Iq)
         assert np.array_equal(Dl.view(np.uint32), Dq.view(np.uint32))
+
+
+def test_euclidean_flat_short_selection_is_proven_or_rerun():
+    """EUCLIDEAN IVF-Flat selects only k + PROVEN_MARGIN: rows it cannot prove
+    (neighbours at equal distances up to rounding) go query-major, the rest are
+    proven, and either way the result is the query-major path's."""
+    from iqdb_ivf_jax._batch import PROVEN_MARGIN, selection_size
+
+    rng = np.random.default_rng(21)
+    d = 16
+    centres = rng.uniform(-5, 5, (40, d)).astype(np.float32)
+    # around each centre, 30 points on a sphere of radius 1 (to float32 rounding)
+    dirs = rng.standard_normal((40, 30, d))
+    dirs /= np.linalg.norm(dirs, axis=2, keepdims=True)
+    shell = (centres[:, None, :] + dirs).reshape(-1, d).astype(np.float32)
+    x = np.concatenate([_clustered(1500, d, seed=22), shell])
+    idx = _index("euclidean", x, n_clusters=16, n_probes=16)
+    assert selection_size(idx.state, 10, 0) == 10 + PROVEN_MARGIN
+    (Dl, Il), (Dq, Iq) = _both(idx, centres, 10)
+    idx.search_arrays(centres, 10, path="list")
+    assert idx.stats().extra["last_search"]["ambiguous_rows"] >= 20  # shells: unproven
+    assert np.array_equal(Il, Iq) and np.array_equal(Dl.view(np.uint32), Dq.view(np.uint32))
+    q = _clustered(200, d, seed=23)  # ordinary queries: proven, none re-run
+    idx.search_arrays(q, 10, path="list")
+    assert idx.stats().extra["last_search"]["ambiguous_rows"] == 0
+    (Dl, Il), (Dq, Iq) = _both(idx, q, 10)
+    assert np.array_equal(Il, Iq) and np.array_equal(Dl.view(np.uint32), Dq.view(np.uint32))
