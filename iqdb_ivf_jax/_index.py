@@ -152,8 +152,10 @@ class IvfIndex(SearchRunner):
         # search_arrays maps slots to ids with one gather while every id is one
         self._slot_int = np.full(n_slots, -1, np.int64)
         self._slot_seq = np.zeros(n_slots, np.int64)
-        # spilled assignment: a vector's own slot <-> its spilled slot (-1: none)
-        self._slot_twin = np.full(n_slots, -1, np.int64)
+        # spilled assignment: a vector's own slot <-> its spilled slot (-1: none);
+        # empty for an index that does not spill
+        spills = self._config.spill_lambda is not None
+        self._slot_twin = np.full(n_slots if spills else 0, -1, np.int64)
         self._meta: dict = {}  # id -> metadata, for ids that have some
         self._meta_bytes = 0
         self._n_wide_ids = 0  # live ids that are not ints below 2**63
@@ -453,7 +455,7 @@ class IvfIndex(SearchRunner):
         if self._slot_int[slot] < 0:  # the mirror holds -1 for a live id only if it is wide
             self._n_wide_ids -= 1
         slots = [slot]
-        twin = int(self._slot_twin[slot])
+        twin = self._twin_of(slot)
         if twin >= 0:
             slots.append(twin)
             self._slot_twin[[slot, twin]] = -1
@@ -462,6 +464,10 @@ class IvfIndex(SearchRunner):
             self._slot_int[s] = -1
         self._meta_bytes -= metadata_bytes(self._meta.pop(id_, None))
         return slots
+
+    def _twin_of(self, slot: int) -> int:
+        """The spilled slot of an entry's own slot (or the reverse); -1 if none."""
+        return int(self._slot_twin[slot]) if self._slot_twin.size else -1
 
     def _touch(self) -> None:
         self._version += 1
@@ -568,7 +574,8 @@ class IvfIndex(SearchRunner):
             self._slot_id.extend([None] * grow)
             self._slot_int = np.concatenate([self._slot_int, np.full(grow, -1, np.int64)])
             self._slot_seq = np.concatenate([self._slot_seq, np.zeros(grow, np.int64)])
-            self._slot_twin = np.concatenate([self._slot_twin, np.full(grow, -1, np.int64)])
+            if self._slot_twin.size:
+                self._slot_twin = np.concatenate([self._slot_twin, np.full(grow, -1, np.int64)])
         self._bind_many(ids, slots, metas, seqs, int_ids, slots2)
         self._next_seq += n
         self._touch()
@@ -584,7 +591,7 @@ class IvfIndex(SearchRunner):
         if id_ not in self._id_slot:
             raise NotFoundError(id_)
         slot = self._id_slot[id_]
-        twin = int(self._slot_twin[slot])
+        twin = self._twin_of(slot)
         slots = [slot] if twin < 0 else [slot, twin]
         state = _kernels.clear_rows(self._state, np.array(slots), donate=self._donate())
         self._state = state

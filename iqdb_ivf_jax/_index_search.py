@@ -70,9 +70,10 @@ class SearchRunner:
             meta = self._meta
             keep = filter_mask(flt, [meta.get(i) for i in ids])
             mask[slots] = keep
-            twins = self._slot_twin[slots]
-            spilled = twins >= 0
-            mask[twins[spilled]] = keep[spilled]  # a spilled copy follows its entry
+            if self._slot_twin.size:  # a spilled copy follows its entry
+                twins = self._slot_twin[slots]
+                spilled = twins >= 0
+                mask[twins[spilled]] = keep[spilled]
         B = self._state.block_size
         dev = jax.device_put(mask.reshape(-1, B))
         self._mask_cache[flt] = dev
