@@ -93,7 +93,7 @@ class IvfConfig:
             A query scores each vector once: the copy in the vector's own list
             when that list is probed, else the spilled copy. It reaches the same
             recall with far fewer probes (measured on 384-d sentence embeddings,
-            256 lists: recall@10 0.95 at ~9 probes instead of 48, 0.42x the rows
+            256 lists: recall@10 0.95 at ~8 probes instead of 48, ~0.41x the rows
             scanned) at the cost of twice the stored rows (IVF-Flat: twice the
             vector memory) and a slower insert.
     """
