@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._assign import _U
 from ._config import Metric
 from ._layout import BlockLayout, pow2_at_least, scan_bucket, scan_buckets
 from ._metrics import RESCORE_MARGIN, distances_from_dot, row_norms
@@ -225,7 +226,6 @@ def score_buffer(rows: int, width: int, scratch: jax.Array | None = None) -> jax
 
 # EUCLIDEAN IVF-Flat re-scores only k + this many, and proves the result (see merge_rescore)
 PROVEN_MARGIN = 4
-_U = 2.0**-24  # float32 unit roundoff
 
 
 def _proves_top_k(state: IvfState) -> bool:
@@ -271,6 +271,7 @@ def merge_rescore(
     buf: jax.Array,
     probes: jax.Array,
     starts: jax.Array,
+    q_norms: jax.Array,
     *,
     k: int,
     kk: int,
@@ -289,6 +290,7 @@ def merge_rescore(
         probes: ``i32[nq, P]`` probed lists.
         starts: ``i32[nq, P]`` buffer column where each probe's scores start
             (non-decreasing along a row).
+        q_norms: ``f32[nq]`` the queries' norms (as :func:`scan_class` takes them).
 
     Returns:
         ``(f32[nq, k], slots i32[nq, k], ambiguous bool[nq])``, padded
@@ -303,7 +305,6 @@ def merge_rescore(
     short = shortlist_size(state, k, refine)
     key, pos = smallest_k_rows(buf, kk)
     ambiguous = (key[:, kk - 1] < jnp.inf) & (key[:, kk - 1] <= key[:, short - 1])
-    q_norms = row_norms(queries) if _proves_top_k(state) else None
 
     def one(q, key_row, pos_row, probe_row, start_row):
         pair = jnp.searchsorted(start_row, pos_row, side="right").astype(jnp.int32) - 1
@@ -492,7 +493,7 @@ def list_major_search(
             state, q_dev, qn, mask, ul, uq, uo, np.int32(U), buf, probed, n_blocks=cu.n_blocks
         )
         scored += U * cu.n_blocks * state.block_size * tile
-    D, S, amb = merge_rescore(state, q_dev, buf, p_pad, s_pad, k=k, kk=kk, refine=refine)
+    D, S, amb = merge_rescore(state, q_dev, buf, p_pad, s_pad, qn, k=k, kk=kk, refine=refine)
     return (
         np.asarray(D)[:nq],
         np.asarray(S)[:nq].astype(np.int64),

@@ -79,6 +79,16 @@ def _allocate(layout: BlockLayout, labels: np.ndarray, seqs: np.ndarray) -> np.n
     return slots
 
 
+def _write_entries(state, slots, rows, seqs, slots2, spill, labels, *, donate: bool):
+    """Write entries into their own ``slots`` and, with ``spill`` (from
+    ``IvfIndex._prepare``), their spilled copies into ``slots2`` (``twin`` = own list)."""
+    state = _kernels.write_rows(state, slots, *rows, seqs, donate=donate)
+    if spill is None:
+        return state
+    x, norms = rows[:2]
+    return _kernels.write_rows(state, slots2, x, norms, *spill[1:], seqs, labels, donate=True)
+
+
 def _choose_block_size(n: int, n_lists: int) -> int:
     """Rows per block: about an eighth of the mean list, between 8 and 64."""
     return int(min(64, pow2_at_least(math.ceil(n / (8 * n_lists)), 8)))
@@ -371,11 +381,7 @@ class IvfIndex(SearchRunner):
         slots = _allocate(layout, labels, seqs)
         slots2 = None if spill is None else _allocate(layout, spill[0], seqs)
         state = state.grown(layout.n_blocks, layout.width)
-        state = _kernels.write_rows(state, slots, *rows, seqs, donate=True)
-        if spill is not None:
-            state = _kernels.write_rows(
-                state, slots2, rows[0], rows[1], *spill[1:], seqs, labels, donate=True
-            )
+        state = _write_entries(state, slots, rows, seqs, slots2, spill, labels, donate=True)
         state = state.replace(**_kernels.table_arrays(layout))
         # -- commit (nothing below can fail on valid input)
         self._state, self._layout, self._state_exported = state, layout, False
@@ -451,23 +457,23 @@ class IvfIndex(SearchRunner):
 
     def _unbind(self, id_) -> list[int]:
         """Forget an entry; returns its slots (the own slot, then a spilled one)."""
+        slots = self._entry_slots(id_)
         slot = self._id_slot.pop(id_)
         if self._slot_int[slot] < 0:  # the mirror holds -1 for a live id only if it is wide
             self._n_wide_ids -= 1
-        slots = [slot]
-        twin = self._twin_of(slot)
-        if twin >= 0:
-            slots.append(twin)
-            self._slot_twin[[slot, twin]] = -1
+        if len(slots) > 1:
+            self._slot_twin[slots] = -1
         for s in slots:
             self._slot_id[s] = None
             self._slot_int[s] = -1
         self._meta_bytes -= metadata_bytes(self._meta.pop(id_, None))
         return slots
 
-    def _twin_of(self, slot: int) -> int:
-        """The spilled slot of an entry's own slot (or the reverse); -1 if none."""
-        return int(self._slot_twin[slot]) if self._slot_twin.size else -1
+    def _entry_slots(self, id_) -> list[int]:
+        """A live entry's slots: its own, then its spilled copy's if it has one."""
+        slot = self._id_slot[id_]
+        twin = int(self._slot_twin[slot]) if self._slot_twin.size else -1
+        return [slot] if twin < 0 else [slot, twin]
 
     def _touch(self) -> None:
         self._version += 1
@@ -561,11 +567,7 @@ class IvfIndex(SearchRunner):
         donate = self._donate()
         if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
             state, donate = state.grown(layout.n_blocks, layout.width), True
-        state = _kernels.write_rows(state, slots, *rows, seqs, donate=donate)
-        if spill is not None:
-            state = _kernels.write_rows(
-                state, slots2, rows[0], rows[1], *spill[1:], seqs, labels, donate=True
-            )
+        state = _write_entries(state, slots, rows, seqs, slots2, spill, labels, donate=donate)
         state = state.replace(**_kernels.table_arrays(layout))
         # -- commit
         self._state, self._layout = state, layout
@@ -590,9 +592,7 @@ class IvfIndex(SearchRunner):
         id_ = canonical_id(id)
         if id_ not in self._id_slot:
             raise NotFoundError(id_)
-        slot = self._id_slot[id_]
-        twin = self._twin_of(slot)
-        slots = [slot] if twin < 0 else [slot, twin]
+        slots = self._entry_slots(id_)
         state = _kernels.clear_rows(self._state, np.array(slots), donate=self._donate())
         self._state = state
         for s in slots:

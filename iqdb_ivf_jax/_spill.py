@@ -30,22 +30,18 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._assign import KIND_COSINE
+from ._kmeans import _normalize_rows
 from ._tiles import _isolated_sq_norms, _map_tiles, _min_and_index
 
 _HIGHEST = lax.Precision.HIGHEST
 SPILL_TILE = 1024  # rows per fixed GEMM tile
 
 
-def _normalise(x: jax.Array) -> jax.Array:
-    norm = jnp.sqrt(jnp.sum(x * x, axis=1, keepdims=True))
-    return jnp.where(norm > 0.0, x / jnp.where(norm > 0.0, norm, 1.0), 0.0)
-
-
 def _spill_tile(tile, centroids, c_sq, gram, lam, *, cosine: bool):
     """Second list ``i32[T]`` of the rows of one tile ``(x f32[T, d], own i32[T])``."""
     x, own = tile
     if cosine:
-        x = _normalise(x)
+        x = _normalize_rows(x)
     n_lists = centroids.shape[0]
     own = jnp.clip(own, 0, n_lists - 1)
     xc = jnp.dot(x, centroids.T, precision=_HIGHEST)  # [T, L]
