@@ -11,6 +11,16 @@ from iqdb_ivf_jax import Filter, InvalidConfigError, IvfConfig, IvfIndex
 from iqdb_ivf_jax._batch import MAX_TILE, MIN_TILE, pair_columns, plan_units, score_buffer
 
 
+@pytest.fixture(autouse=True)
+def _one_query_major_group(monkeypatch):
+    """The query-major path is the oracle here: run each of its batches as one
+    kernel call (one compilation per ``k``) instead of groups of 32 queries
+    bucketed by scan need (one compilation per bucket). Each query's result
+    does not depend on its group (``search_probed`` maps over the queries);
+    grouped batches are searched throughout the other modules."""
+    monkeypatch.setattr(search_module, "_GROUP", 1 << 12)
+
+
 def _clustered(n, d, centres=20, seed=0):
     rng = np.random.default_rng(seed)
     c = rng.uniform(-4, 4, (centres, d)).astype(np.float32)
