@@ -154,11 +154,15 @@ def test_shortlist_adc_equals_the_scan_adc_bit_for_bit(metric, residual):
     r = jnp.asarray(rng.integers(0, st.block_size, 50))
     codes = st.codes[b, r]
     terms = st.pq_terms[b, r] if st.keeps_pq_terms else None
+    scan = jax.jit(_search._adc_blocks)  # the query-major scan: whole blocks b
     for q in x[:3] + 0.25:
-        if residual:
-            want = _search.residual_scores(st, q, probes, row_probe, codes, terms)
-        else:
+        blocks = scan(st, q, probes, b.astype(jnp.int32), row_probe, jnp.int32(50))
+        want = blocks.reshape(50, st.block_size)[jnp.arange(50), r]
+        if not residual:  # and the plain codes' tables, as documented
             kind = _search.adc_kind(st.metric)
-            want = adc_scores(adc_tables(q, st.codebooks, kind=kind), codes, kind=kind)
+            plain = adc_scores(adc_tables(q, st.codebooks, kind=kind), codes, kind=kind)
+            assert np.array_equal(
+                np.asarray(plain).view(np.uint32), np.asarray(want).view(np.uint32)
+            )
         got = jax.jit(_search.adc_rows)(st, q, probes, row_probe, codes, terms)
         assert np.array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
