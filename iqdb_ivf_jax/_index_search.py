@@ -202,10 +202,8 @@ class SearchRunner:
 
     def _run_single(self, q, mask, k: int):
         """One query: probe and scan in one call (no host round trip). The
-        static block budget covers the ``n_probes`` largest lists; an IVF-Flat scan
-        loop runs only over the blocks the probes own (IVF-PQ scores the budget by
-        ADC: measured still ~25% faster for one query than probing and scanning
-        in two calls)."""
+        static block budget covers the ``n_probes`` largest lists; the scan loop
+        (IVF-Flat and IVF-PQ) runs only over the blocks the probes own."""
         layout, n_probes = self._layout, self._config.n_probes
         nb = layout.list_nblocks
         top = (
