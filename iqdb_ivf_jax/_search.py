@@ -127,11 +127,6 @@ def _adc_blocks(state, q, probes, blocks, blk_probe, n) -> jax.Array:
     its bits do not depend on the step it falls in.
     """
     B = state.block_size
-    R = max(1, _SCAN_STEP_ROWS // B)
-    T = blocks.shape[0]
-    Tp = -(-T // R) * R
-    steps = jnp.pad(blocks, (0, Tp - T)).reshape(Tp // R, R)
-    step_probe = jnp.pad(blk_probe, (0, Tp - T)).reshape(Tp // R, R)
     kind = adc_kind(state.metric)
     if not state.by_residual:
         tables = adc_tables(q, state.codebooks, kind=kind)
@@ -151,15 +146,12 @@ def _adc_blocks(state, q, probes, blocks, blk_probe, n) -> jax.Array:
         def score(codes, row_probe, terms):
             return residual_adc(tables, base[row_probe], codes, terms, kind=kind)
 
-    def body(i, acc):
-        blk = lax.dynamic_index_in_dim(steps, i, 0, keepdims=False)
-        row_probe = jnp.repeat(lax.dynamic_index_in_dim(step_probe, i, 0, keepdims=False), B)
-        codes = state.codes[blk].reshape(R * B, -1)
-        terms = state.pq_terms[blk].reshape(R * B) if state.keeps_pq_terms else None
-        return acc.at[i].set(score(codes, row_probe, terms))
+    def step(blk, blk_probe):
+        codes = state.codes[blk].reshape(blk.shape[0] * B, -1)
+        terms = state.pq_terms[blk].reshape(-1) if state.keeps_pq_terms else None
+        return score(codes, jnp.repeat(blk_probe, B), terms)
 
-    init = jnp.zeros((Tp // R, R * B), jnp.float32)
-    return lax.fori_loop(0, (n + R - 1) // R, body, init).reshape(-1)[: T * B]
+    return _block_steps(B, step, n, blocks, blk_probe)
 
 
 def spilled_twin(state: IvfState, probes: jax.Array, blocks: jax.Array) -> jax.Array:
@@ -228,16 +220,30 @@ def _scan_blocks(state: IvfState, q: jax.Array, blocks: jax.Array, n: jax.Array)
     budget at once copies every padding block too.
     """
     B = state.block_size
+
+    def step(blk):
+        xb = state.vectors[blk].reshape(blk.shape[0] * B, -1)
+        return fast_distances(q, xb, state.norms[blk].reshape(-1), state.metric)
+
+    return _block_steps(B, step, n, blocks)
+
+
+def _block_steps(B: int, step, n: jax.Array, blocks: jax.Array, *per_block) -> jax.Array:
+    """``step`` over the first ``n`` of ``blocks`` (``i32[T]``), ``R`` blocks
+    (``R * B`` ~ :data:`_SCAN_STEP_ROWS` rows) per loop step, under a dynamic
+    trip count: ``f32[T * B]``, rows past the ``n`` blocks 0 or scores of
+    block 0 (to be masked). ``step(blk i32[R], *extras)`` returns the scores
+    ``f32[R * B]`` of those blocks' rows; ``per_block`` arrays (``[T]``) are
+    cut into the same steps and passed as ``extras``."""
     R = max(1, _SCAN_STEP_ROWS // B)
     T = blocks.shape[0]
     Tp = -(-T // R) * R
-    steps = jnp.pad(blocks, (0, Tp - T)).reshape(Tp // R, R)
+    steps = [jnp.pad(a, (0, Tp - T)).reshape(Tp // R, R) for a in (blocks, *per_block)]
 
     def body(i, acc):
-        blk = lax.dynamic_index_in_dim(steps, i, 0, keepdims=False)
-        xb = state.vectors[blk].reshape(R * B, -1)
-        xn = state.norms[blk].reshape(R * B)
-        return acc.at[i].set(fast_distances(q, xb, xn, state.metric))
+        return acc.at[i].set(
+            step(*(lax.dynamic_index_in_dim(a, i, 0, keepdims=False) for a in steps))
+        )
 
     init = jnp.zeros((Tp // R, R * B), jnp.float32)
     return lax.fori_loop(0, (n + R - 1) // R, body, init).reshape(-1)[: T * B]
