@@ -320,13 +320,20 @@ def _row_sq_norms(x: jax.Array) -> jax.Array:
 
 
 def _assign_tile(xt, x_sq, c, c_sq, kind):
-    """Training assignment of a tile: ``(i32[T] cluster, f32[T] criterion distance)``."""
-    dots = jnp.dot(xt, c.T, precision=_HIGHEST)
+    """Training assignment of a tile: ``(i32[T] cluster, f32[T] criterion distance)``.
+
+    The scores are laid out ``[k, T]`` and reduced over the centres (a non-minor
+    axis, so XLA CPU vectorises the minimum across the tile's rows): measured on
+    the PQ codebooks (48 subvectors of 8 dims, 128-row tiles), a Lloyd round
+    232 -> 184 ms against ``[T, k]``; the coarse quantizer's round (d = 384) is
+    unchanged, and so are the products' bits.
+    """
+    dots = jnp.dot(c, xt.T, precision=_HIGHEST)  # [k, T]
     if kind == KIND_L2:
         # ||x||^2 is constant per row: leave it out of the argmin, add it back after.
-        s_min, a = _min_and_index(c_sq[None, :] - 2.0 * dots, axis=1)  # ties: lowest
+        s_min, a = _min_and_index(c_sq[:, None] - 2.0 * dots, axis=0)  # ties: lowest
         return a, jnp.maximum(x_sq + s_min, 0.0)
-    best, a = _max_and_index(dots, axis=1)  # ties to the lowest index
+    best, a = _max_and_index(dots, axis=0)  # ties to the lowest index
     if kind == KIND_DOT:
         return a, -best
     return a, jnp.clip(1.0 - best, 0.0, 2.0)
