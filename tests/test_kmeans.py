@@ -508,6 +508,19 @@ def test_bad_init_is_rejected():
         kmeans_fit(_blobs(), np.ones(N, bool), coarse_key(0), n_clusters=2, init="kmeans||")
 
 
+@pytest.mark.parametrize("n", [1, 7, 130, 1000])
+def test_rank_order_is_a_stable_sort_of_the_padding_flag(n):
+    """k-means++ proposes rows by rank: real rows first, then padding, each in row
+    order (``_rank_order``, one scatter, must equal the stable argsort)."""
+    from iqdb_ivf_jax._seeding import _rank_order
+
+    rng = np.random.default_rng(n)
+    for frac in (0.0, 0.3, 0.9, 1.0):
+        real = rng.random(n) < frac
+        want = np.argsort(~real, kind="stable")
+        assert np.array_equal(np.asarray(_rank_order(jnp.asarray(real))), want)
+
+
 def test_kmeanspp_draws_follow_squared_distances():
     """The rejection-sampled k-means++ draws: first row uniform, each next one with
     probability proportional to the squared distance to the nearest chosen centre
