@@ -196,9 +196,9 @@ def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
         ``failed`` marks a step ``t`` whose trials were all rejected (not taken).
 
         The stored distances and the proposal table are constants here: an XLA
-        CPU conditional or loop that returned them would copy them every step
-        (measured, 256 PQ codewords of 8 dims over 58k rows: 21 ms, ~all of it
-        those copies, when every step passed them through two conditionals).
+        CPU conditional that returns them copies them (measured, seeding 256 PQ
+        codewords of 8 dims over 58k rows: 20.8 ms when every draw passed them
+        through two conditionals, 17.3 ms like this).
         """
         positive = jnp.any(table[1][:, -1] > 0.0)
 
