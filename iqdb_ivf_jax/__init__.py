@@ -23,10 +23,10 @@ from ._filter import Neq as Neq
 from ._filter import Not as Not
 from ._filter import Or as Or
 from ._index import IvfIndex as IvfIndex
-from ._records import Hit as Hit
-from ._records import IndexStats as IndexStats
-from ._records import IvfClusterStats as IvfClusterStats
-from ._records import SearchParams as SearchParams
+from ._results import Hit as Hit
+from ._results import IndexStats as IndexStats
+from ._results import IvfClusterStats as IvfClusterStats
+from ._results import SearchParams as SearchParams
 from ._state import IvfState as IvfState
 
 __version__ = "0.1.0"

@@ -1,33 +1,119 @@
-"""Coarse criterion per metric (behaviour §4a), for assignment and probing.
+"""The coarse criterion of each metric, and the assignment and probing built on it.
 
-EUCLIDEAN, MANHATTAN and HAMMING use squared L2 to the centroids; COSINE uses
-cosine distance to unit centroids; DOT_PRODUCT uses ``-<x, c>``. Insertion
-(assignment) and search (probing) rank centroids by the same batch-invariant
-scores, so a stored vector's own list is its top-1 probe, bit for bit. Ties go to
-the lower cluster id.
+**Criterion kinds.** ``"l2"`` (EUCLIDEAN, MANHATTAN, HAMMING) ranks centroids by
+squared L2; ``"cosine"`` (COSINE) by cosine distance to unit centroids (spherical
+k-means); ``"dot"`` (DOT_PRODUCT) by ``-<x, c>`` (faiss IVF with an inner-product
+quantizer). k-means training (:mod:`._train.lloyd`), insertion (assignment) and
+search (probing) all use these scores; ties go to the lower cluster id
+(semantics §4a).
 
-**Fast assignment.** The batch-invariant scores come from 16-row matrix products,
-which run at a fraction of XLA's large-GEMM speed. :func:`assign` therefore ranks
-rows first with large tiles, and re-ranks with the batch-invariant kernel only the
-rows whose two best scores are closer than a bound on the rounding of both
-computations; every other row provably has the same winner. The result equals
-``probe(x, centroids, kind, 1)[:, 0]`` bit for bit.
+**Batch invariance.** :func:`coarse_scores` computes every row in a fixed
+``SCORE_TILE``-row GEMM, whatever the batch size and also under ``jax.vmap`` (a
+custom batching rule keeps the tiling), so a vector's scores have the same bits
+at insert time (a batch) and at search time (one query): a stored vector's own
+list is its top-1 probe.
+
+**Fast assignment.** Those 16-row products run at a fraction of XLA's large-GEMM
+speed, so :func:`assign` ranks rows first with large tiles and re-ranks with the
+batch-invariant kernel only the rows whose two best scores are closer than a
+bound on the rounding of both computations; every other row provably has the
+same winner. The result equals ``probe(x, centroids, kind, 1)[:, 0]`` bit for bit.
 """
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ._config import Metric
-from ._kmeans import _score_tile, coarse_scores
-from ._metrics import COSINE_EPS
-from ._tiles import _isolated_sq_norms, _map_tiles, _two_smallest, recheck_rows
+from ._metrics import COSINE_EPS, HIGHEST, UNIT_ROUNDOFF
+from ._tiles import batch_invariant, isolated_sq_norms, recheck_rows, tile_rows, two_smallest
 
 KIND_L2 = "l2"
 KIND_COSINE = "cosine"
 KIND_DOT = "dot"
+KINDS = (KIND_L2, KIND_COSINE, KIND_DOT)
+SCORE_TILE = 16  # rows per batch-invariant criterion GEMM
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def score_tile(q: jax.Array, centroids: jax.Array, c_sq: jax.Array, kind: str) -> jax.Array:
+    """Criterion scores ``f32[T, k]`` of a tile ``f32[T, d]``; smaller is better.
+
+    ``c_sq`` (``f32[k]``) holds the centroids' squared norms.
+    """
+    dots = jnp.dot(q, centroids.T, precision=HIGHEST)
+    if kind == KIND_DOT:
+        return -dots
+    q_sq = jnp.sum(q * q, axis=1)
+    if kind == KIND_L2:
+        return jnp.maximum(q_sq[:, None] - 2.0 * dots + c_sq[None, :], 0.0)
+    denom = jnp.sqrt(q_sq)[:, None] * jnp.sqrt(c_sq)[None, :]
+    ok = denom > COSINE_EPS
+    cos_d = jnp.clip(1.0 - dots / jnp.where(ok, denom, 1.0), 0.0, 2.0)
+    return jnp.where(ok, cos_d, 1.0)
+
+
+@functools.cache
+def _score_fn(kind: str) -> Callable:
+    return functools.partial(score_tile, kind=kind)
+
+
+@jax.jit
+def centroid_sq_norms(centroids: jax.Array) -> jax.Array:
+    """``f32[nlist]`` squared norms of the centroids, as :func:`coarse_scores`
+    computes them when not given (keep them with the centroids to skip that)."""
+    return isolated_sq_norms(jnp.asarray(centroids, jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def coarse_scores(
+    q: jax.Array, centroids: jax.Array, *, kind: str, c_sq: jax.Array | None = None
+) -> jax.Array:
+    """Coarse criterion scores (semantics §4a), smaller is better.
+
+    Used for assignment (insert) and probing (search) alike, so a stored vector's
+    own list is its top-1 probe. Each row is computed in a fixed 16-row GEMM at
+    ``Precision.HIGHEST``, so its float32 bits do not depend on the batch size or
+    on ``jax.vmap``.
+
+    Args:
+        q: ``f32[d]`` one query, or ``f32[n, d]`` a batch.
+        centroids: ``f32[nlist, d]`` the coarse centroids (faiss ``nlist``,
+            ScaNN ``num_leaves``).
+        kind: ``"l2"``: squared L2 ``||q||^2 - 2 q.c + ||c||^2`` clamped at 0;
+            ``"cosine"``: ``1 - q.c / (||q|| ||c||)`` clamped to ``[0, 2]``, 1.0
+            when the norm product is ``<= 1.1754944e-38`` (a zero query scores 1.0
+            everywhere); ``"dot"``: ``-q.c``.
+        c_sq: optional ``f32[nlist]`` centroid squared norms from
+            :func:`centroid_sq_norms` (computed here when omitted; passing them
+            saves a reduction over the centroids per call).
+
+    Returns:
+        ``f32[nlist]`` for one query, ``f32[n, nlist]`` for a batch.
+
+    >>> import jax.numpy as jnp
+    >>> coarse_scores(jnp.array([1.0, 0.0]), jnp.eye(2), kind="l2").tolist()
+    [0.0, 2.0]
+
+    See also: :func:`assign`.
+    """
+    check_kind(kind)
+    g = batch_invariant(_score_fn(kind), SCORE_TILE)
+    q = jnp.asarray(q, jnp.float32)
+    centroids = jnp.asarray(centroids, jnp.float32)
+    c_sq = isolated_sq_norms(centroids) if c_sq is None else jnp.asarray(c_sq, jnp.float32)
+    if q.ndim == 1:
+        return g(q[None, :], centroids, c_sq)[0]
+    if q.ndim != 2:
+        raise ValueError(f"q must be f32[d] or f32[n, d], got shape {q.shape}")
+    return g(q, centroids, c_sq)
 
 
 def coarse_kind(metric: Metric) -> str:
@@ -39,19 +125,6 @@ def coarse_kind(metric: Metric) -> str:
     return KIND_L2
 
 
-def centroid_scores(
-    q: jax.Array, centroids: jax.Array, kind: str, c_sq: jax.Array | None = None
-) -> jax.Array:
-    """Smaller-is-better scores of queries ``f32[d]`` or ``f32[n, d]`` against the
-    centroids: ``f32[nlist]`` or ``f32[n, nlist]``.
-
-    Delegates to :func:`_kmeans.coarse_scores`, which computes every row in a
-    fixed 16-row matrix product, so a row's bits do not depend on the batch size
-    or on ``jax.vmap`` (XLA CPU rounds products of different sizes differently).
-    """
-    return coarse_scores(q, centroids, kind=kind, c_sq=c_sq)
-
-
 def probe(
     q: jax.Array, centroids: jax.Array, kind: str, n_probes: int, c_sq: jax.Array | None = None
 ) -> jax.Array:
@@ -60,16 +133,15 @@ def probe(
 
     Equal scores go to the lower cluster id (``lax.top_k`` is stable).
     """
-    scores = centroid_scores(q, centroids, kind, c_sq)
+    scores = coarse_scores(q, centroids, kind=kind, c_sq=c_sq)
     _, idx = lax.optimization_barrier(lax.top_k(-scores, n_probes))
     return idx.astype(jnp.int32)
 
 
 _FAST_TILE = 1024  # rows per large-tile GEMM of the fast ranking
-_U = 2.0**-24  # float32 unit roundoff
 
 
-def _gap_bound(q_sq: jax.Array, c_sq_max: jax.Array, d: int, kind: str) -> jax.Array:
+def gap_bound(q_sq: jax.Array, c_sq_max: jax.Array, d: int, kind: str) -> jax.Array:
     """Twice the largest difference between two float32 computations of a score.
 
     Each computation of ``||q||^2 - 2 q.c + ||c||^2`` (or of ``||c||^2 - 2 q.c``,
@@ -79,7 +151,7 @@ def _gap_bound(q_sq: jax.Array, c_sq_max: jax.Array, d: int, kind: str) -> jax.A
     of that; a cosine distance within ``gamma_d + 6u``. The bound below has a
     factor of two to spare.
     """
-    g = (d + 8) * _U
+    g = (d + 8) * UNIT_ROUNDOFF
     if kind == KIND_COSINE:
         return jnp.full(q_sq.shape, 16.0 * g, jnp.float32)
     return 16.0 * g * (q_sq * (1.0 + 1e-3) + c_sq_max)
@@ -89,13 +161,13 @@ def _fast_scores(x, centroids, c_sq, kind):
     """Large-tile scores ``f32[T, nlist]`` that rank like the batch-invariant ones."""
     if kind == KIND_L2:  # ||x||^2 is common to the row: rank by ||c||^2 - 2 x.c
         return c_sq[None, :] - 2.0 * jnp.dot(x, centroids.T, precision=lax.Precision.HIGHEST)
-    return _score_tile(x, centroids, c_sq, kind)
+    return score_tile(x, centroids, c_sq, kind)
 
 
 def _unsure(gap, x, c_sq, c_sq_max, kind):
     """``bool[T]``: rows whose ranking gap ``gap`` is within the rounding bound."""
     q_sq = jnp.sum(x * x, axis=1)
-    unsure = gap <= _gap_bound(q_sq, c_sq_max, x.shape[1], kind)
+    unsure = gap <= gap_bound(q_sq, c_sq_max, x.shape[1], kind)
     if kind == KIND_COSINE:  # a norm product near the cut-off may flip 1.0 <-> cosine
         denom = jnp.sqrt(q_sq)[:, None] * jnp.sqrt(c_sq)[None, :]
         near = (denom > COSINE_EPS * 2.0**-8) & (denom < COSINE_EPS * 2.0**8)
@@ -105,7 +177,7 @@ def _unsure(gap, x, c_sq, c_sq_max, kind):
 
 def _fast_tile(x, centroids, c_sq, c_sq_max, kind):
     """``i32[T, 2]``: (best list, 1 if the runner-up is within the bound)."""
-    best_s, best, second = _two_smallest(_fast_scores(x, centroids, c_sq, kind), axis=1)
+    best_s, best, second = two_smallest(_fast_scores(x, centroids, c_sq, kind), axis=1)
     unsure = _unsure(second - best_s, x, c_sq, c_sq_max, kind)
     return jnp.stack([best, unsure.astype(jnp.int32)], axis=1)
 
@@ -118,7 +190,8 @@ def assign(
     c_sq: jax.Array | None = None,
     n_rows: jax.Array | None = None,
 ) -> jax.Array:
-    """The list of each row of ``f32[n, d]``: its top-1 probe, ``i32[n]``.
+    """The list of each row of ``f32[n, d]``: its top-1 probe, ``i32[n]`` (one row
+    ``f32[d]`` gives ``i32[]``).
 
     Equal, bit for bit, to ``probe(x, centroids, kind, 1)[:, 0]`` (see the module
     docstring): rows are ranked with large GEMM tiles, and the rows whose best two
@@ -128,21 +201,21 @@ def assign(
     large tiles past the first ``n_rows`` rows are skipped and the labels of
     those padding rows are unspecified.
     """
+    if x.ndim == 1:
+        return probe(x, centroids, kind, 1, c_sq)[0]
     n = x.shape[0]
     if n <= 4 * _FAST_TILE:
         return probe(x, centroids, kind, 1, c_sq)[:, 0]
     x = jnp.asarray(x, jnp.float32)
     centroids = jnp.asarray(centroids, jnp.float32)
-    c_sq = _isolated_sq_norms(centroids) if c_sq is None else c_sq
-    nt = -(-n // _FAST_TILE)
-    xp = jnp.pad(x, [(0, nt * _FAST_TILE - n), (0, 0)])
-    live = None if n_rows is None else (n_rows + _FAST_TILE - 1) // _FAST_TILE
-    out = _map_tiles(
+    c_sq = isolated_sq_norms(centroids) if c_sq is None else c_sq
+    out = tile_rows(
         functools.partial(_fast_tile, kind=kind),
-        xp.reshape(nt, _FAST_TILE, x.shape[1]),
+        x,
         (centroids, c_sq, jnp.max(c_sq)),
-        live,
-    ).reshape(nt * _FAST_TILE, 2)[:n]
+        _FAST_TILE,
+        n_rows,
+    )
     best, unsure = out[:, 0], out[:, 1].astype(bool)
     if n_rows is not None:
         unsure &= jnp.arange(n) < n_rows
@@ -161,17 +234,15 @@ def probe_one(
     """The probed lists ``i32[n_probes]`` of one query ``f32[d]``: the same *set*
     as :func:`probe`, bit for bit, in the order of a faster ranking.
 
-    The scores come from one matrix-vector product (measured on XLA CPU, 256 x 384
-    centroids: ~3x cheaper than :func:`probe`'s 16-row batch-invariant product,
-    which a single query pays in full). Only when the ``n_probes``-th and next
-    scores are within the rounding bound of :func:`_gap_bound` (so another
-    computation might probe another set) does :func:`probe` decide. (Batches gain
-    nothing this way on XLA CPU: ``top_k`` over the scores costs more than the
-    16-row products.)
+    The scores come from one matrix-vector product, cheaper than :func:`probe`'s
+    16-row batch-invariant product, which a single query pays in full. Only when
+    the ``n_probes``-th and next scores are within the rounding bound of
+    :func:`gap_bound` (so another computation might probe another set) does
+    :func:`probe` decide. Batches use :func:`probe` directly.
     """
     q = jnp.asarray(q, jnp.float32)
     centroids = jnp.asarray(centroids, jnp.float32)
-    c_sq = _isolated_sq_norms(centroids) if c_sq is None else c_sq
+    c_sq = isolated_sq_norms(centroids) if c_sq is None else c_sq
     x = q[None, :]  # a 1-row product: XLA CPU's matrix-vector kernel
     k1 = min(n_probes + 1, centroids.shape[0])
     neg, idx = lax.optimization_barrier(lax.top_k(-_fast_scores(x, centroids, c_sq, kind)[0], k1))

@@ -38,9 +38,7 @@ class DimensionMismatchError(IqdbError, ValueError):
     def __init__(self, expected: int, found: int):
         self.expected = int(expected)
         self.found = int(found)
-        super().__init__(
-            f"vector dimension mismatch: expected {self.expected}, found {self.found}"
-        )
+        super().__init__(f"vector dimension mismatch: expected {self.expected}, found {self.found}")
 
 
 class _IdError(IqdbError, KeyError):

@@ -187,7 +187,7 @@ class Filter:
     @classmethod
     def not_(cls, f: "Filter | Mapping") -> "Not":
         """The negation of ``f``; it matches records that lack ``f``'s fields."""
-        return Not(as_filter(f) if isinstance(f, Mapping) else f)
+        return Not(Filter.from_dict(f) if isinstance(f, Mapping) else f)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Filter":
@@ -347,7 +347,7 @@ class In(_Leaf):
     """``field`` is present and `Eq` to one of ``values`` (a list or tuple, stored as a tuple)."""
 
     field: str
-    values: tuple[Value, ...]
+    values: "tuple[Value, ...] | Sequence[Value]"  # stored as a tuple
 
     def __post_init__(self):
         _check_field(self.field)
@@ -421,11 +421,12 @@ def _compile(leaf: _Leaf) -> Callable[[Any], bool]:
             return members is not None and x in members
 
         return test
+    assert isinstance(leaf, _Compare)
     kv, v = kinds[type(leaf.value)], leaf.value
     if isinstance(leaf, (Eq, Neq)):
         want = isinstance(leaf, Eq)
 
-        def test(x):
+        def test_eq(x):
             k = kinds.get(type(x))
             if k is None:
                 k, x = _classify(x)
@@ -433,19 +434,19 @@ def _compile(leaf: _Leaf) -> Callable[[Any], bool]:
                     return False
             return (k == kv and x == v) is want
 
-        return test
+        return test_eq
     op = _ORDER_OPS[type(leaf)]
     if kv == _NONE:  # None vs None counts as equal: only <= and >= match.
         inclusive = op in (operator.le, operator.ge)
         return lambda x: inclusive and x is None
 
-    def test(x):
+    def test_order(x):
         k = kinds.get(type(x))
         if k is None:
             k, x = _classify(x)
         return k == kv and op(x, v)
 
-    return test
+    return test_order
 
 
 # from_dict -------------------------------------------------------------------
@@ -476,7 +477,7 @@ def _field_clause(field: str, spec: Any) -> Filter:
         )
     if not all(isinstance(op, str) and op.startswith("$") for op in spec):
         _scalar(field, spec)  # a nested document, or $ and non-$ keys mixed
-    parts = []
+    parts: list[Filter] = []
     for op, arg in spec.items():
         if op in _FIELD_OPS:
             parts.append(_FIELD_OPS[op](field, _scalar(field, arg)))
@@ -595,6 +596,7 @@ def filter_mask(f: "Filter | Mapping | None", metadatas: Sequence[Mapping | None
         node, expanded = stack.pop()
         children = _children(node)
         if children is None:
+            assert isinstance(node, _Leaf)
             col = columns.get(node.field)
             if col is None:
                 key = node.field

@@ -6,46 +6,37 @@ metadata, insertion sequence numbers and the block layout.
 """
 
 import dataclasses
-import functools
 import math
-import sys
 from fractions import Fraction
 
 import jax
 import numpy as np
 
-from . import _kernels
-from ._assign import assign, coarse_kind
+from . import _insert
 from ._config import IvfConfig, Metric
+from ._entries import EntryTable
 from ._errors import (
     DuplicateIdError,
     InvalidConfigError,
     InvalidMetricError,
     NotFoundError,
 )
-from ._index_search import SearchRunner
-from ._kmeans import coarse_key, kmeans_fit, pq_key, subsample_indices
+from ._filter import as_filter
 from ._layout import BlockLayout, pow2_at_least
-from ._pq import pq_train
-from ._records import IndexStats, IvfClusterStats
+from ._progress import progress_bar
+from ._results import Hit, IndexStats, IvfClusterStats, SearchParams
+from ._search.runner import PATHS, SearchRunner
+from ._search.topk import SEQ_LIMIT
 from ._state import IvfState
-from ._topk import SEQ_LIMIT
+from ._train.quantizers import fit_quantizers
 from ._validate import (
     as_vector_array,
     canonical_id,
     canonical_metadata,
     check_finite,
-    metadata_bytes,
 )
 
 _NOT_TRAINED = "index is not trained; call train(sample) first"
-_I63 = 1 << 63
-
-
-@functools.partial(jax.jit, static_argnames=("kind",))
-def _residuals(x: jax.Array, centroids: jax.Array, kind: str) -> jax.Array:
-    """Rows minus the centroid of the list each is assigned to (PQ by residual)."""
-    return x - centroids[assign(x, centroids, kind)]
 
 
 def _canonical_each(values, canonical, name: str) -> list:
@@ -82,11 +73,78 @@ def _allocate(layout: BlockLayout, labels: np.ndarray, seqs: np.ndarray) -> np.n
 def _write_entries(state, slots, rows, seqs, slots2, spill, labels, *, donate: bool):
     """Write entries into their own ``slots`` and, with ``spill`` (from
     ``IvfIndex._prepare``), their spilled copies into ``slots2`` (``twin`` = own list)."""
-    state = _kernels.write_rows(state, slots, *rows, seqs, donate=donate)
+    x, norms, codes, terms = rows
+    state = _insert.write_rows(state, slots, x, norms, codes, terms, seqs, donate=donate)
     if spill is None:
         return state
-    x, norms = rows[:2]
-    return _kernels.write_rows(state, slots2, x, norms, *spill[1:], seqs, labels, donate=True)
+    _, codes2, terms2 = spill
+    return _insert.write_rows(state, slots2, x, norms, codes2, terms2, seqs, labels, donate=True)
+
+
+STREAM_CHUNK_ROWS = 65_536  # rows per committed chunk of a streamed add
+
+
+def _note_committed(err: BaseException, done: int, what: str) -> None:
+    """Tell the caller of a chunked add how far it got (the index holds those rows)."""
+    err.committed_rows = done  # type: ignore[attr-defined]
+    err.add_note(
+        f"{what}: {done} rows were committed before this error and stay in the index; "
+        "the failed chunk was not applied"
+    )
+
+
+class _Pending:
+    """Rows gathered from a stream, taken from the front in chunks."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.ids: list = []
+        self.metas: list = []
+        self.parts: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, item) -> None:
+        if not isinstance(item, tuple) or len(item) not in (2, 3):
+            raise TypeError(
+                "each stream item must be a tuple (ids, vectors) or (ids, vectors, metadata), "
+                f"got {type(item).__name__}"
+            )
+        ids, vectors = item[0], item[1]
+        metadata = item[2] if len(item) == 3 else None
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
+            raise TypeError("ids must be a sequence (list, tuple or array) of ids")
+        x = as_vector_array(vectors, self.dim, rank=2, what="vectors")
+        ids = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
+        if metadata is None:
+            metas = [None] * len(ids)
+        elif isinstance(metadata, dict) or not hasattr(metadata, "__len__"):
+            raise TypeError("metadata must be None or a sequence of dicts/None, one per id")
+        else:
+            metas = list(metadata)
+        if not (len(ids) == x.shape[0] == len(metas)):
+            raise InvalidConfigError(
+                f"ids ({len(ids)}), vectors ({x.shape[0]}) and metadata ({len(metas)}) "
+                "must have equal lengths"
+            )
+        self.ids += ids
+        self.metas += metas
+        self.parts.append(x)
+        self.n += len(ids)
+
+    def rows(self) -> np.ndarray:
+        """All pending vectors as one array (kept pending)."""
+        if len(self.parts) > 1:
+            self.parts = [np.concatenate(self.parts)]
+        return self.parts[0] if self.parts else np.zeros((0, self.dim), np.float32)
+
+    def take(self, n: int) -> tuple[list, np.ndarray, list]:
+        """Remove and return the first ``n`` pending rows."""
+        x = self.rows()
+        ids, metas = self.ids[:n], self.metas[:n]
+        del self.ids[:n], self.metas[:n]
+        self.parts = [x[n:]] if n < x.shape[0] else []
+        self.n -= n
+        return ids, x[:n], metas
 
 
 def _choose_block_size(n: int, n_lists: int) -> int:
@@ -94,7 +152,7 @@ def _choose_block_size(n: int, n_lists: int) -> int:
     return int(min(64, pow2_at_least(math.ceil(n / (8 * n_lists)), 8)))
 
 
-class IvfIndex(SearchRunner):
+class IvfIndex:
     """An inverted-file (IVF) approximate nearest-neighbour index on JAX.
 
     IVF-Flat scans the probed lists exactly; IVF-PQ scores them by ADC on
@@ -137,7 +195,7 @@ class IvfIndex(SearchRunner):
                 f"IVF-PQ does not support {metric.value}; use euclidean, dot_product or "
                 "manhattan (for cosine, normalise the vectors and use dot_product)"
             )
-        if config.use_pq and int(dim) % config.pq_subvectors:
+        if config.use_pq and int(dim) % (config.pq_subvectors or 1):
             raise InvalidConfigError(
                 f"pq_subvectors ({config.pq_subvectors}) must divide dim ({int(dim)})"
             )
@@ -149,29 +207,44 @@ class IvfIndex(SearchRunner):
         self._state_exported = False
         self._kmeans_iterations = 0
         self._kmeans_inertia: float | None = None
-        self._last_scan: dict | tuple | None = None
-        # the last list-major score buffer, kept for reuse (at most the chunk budget)
-        self._scratch: list[jax.Array] = []
+        self._disk_bytes: int | None = None  # size of the last save / load
+        self._runner = SearchRunner()
         self._clear_entries()
+
+    @classmethod
+    def _from_parts(
+        cls,
+        dim: int,
+        metric: "Metric | str",
+        config: IvfConfig,
+        *,
+        state: IvfState | None,
+        layout: BlockLayout | None,
+        entries: EntryTable,
+        next_seq: int,
+        kmeans_iterations: int = 0,
+        kmeans_inertia: float | None = None,
+    ) -> "IvfIndex":
+        """An index made of already-consistent parts (for loading a saved index).
+
+        The caller guarantees the parts belong together: ``state`` and ``layout``
+        describe the same blocks (both None for an untrained index), ``entries``
+        spans ``layout.n_blocks * B`` slots, and ``next_seq`` exceeds every seq.
+        The constructor's checks of ``dim``, ``metric`` and ``config`` still run.
+        """
+        index = cls(dim, metric, config)
+        index._state, index._layout = state, layout
+        index._entries = entries
+        index._next_seq = int(next_seq)
+        index._kmeans_iterations = int(kmeans_iterations)
+        index._kmeans_inertia = None if kmeans_inertia is None else float(kmeans_inertia)
+        return index
 
     # ------------------------------------------------------------------ basics
     def _clear_entries(self, n_slots: int = 0) -> None:
-        self._id_slot: dict = {}
-        self._slot_id: list = [None] * n_slots
-        # slot -> id as int64 where the id is an int below 2**63 (-1 elsewhere):
-        # search_arrays maps slots to ids with one gather while every id is one
-        self._slot_int = np.full(n_slots, -1, np.int64)
-        self._slot_seq = np.zeros(n_slots, np.int64)
-        # spilled assignment: a vector's own slot <-> its spilled slot (-1: none);
-        # empty for an index that does not spill
-        spills = self._config.spill_lambda is not None
-        self._slot_twin = np.full(n_slots if spills else 0, -1, np.int64)
-        self._meta: dict = {}  # id -> metadata, for ids that have some
-        self._meta_bytes = 0
-        self._n_wide_ids = 0  # live ids that are not ints below 2**63
+        self._entries = EntryTable(n_slots, spills=self._config.spill_lambda is not None)
         self._next_seq = 0
-        self._version = 0
-        self._mask_cache: dict = {}
+        self._runner.invalidate()
 
     @property
     def dim(self) -> int:
@@ -208,32 +281,33 @@ class IvfIndex(SearchRunner):
         Raises:
             InvalidConfigError: if the index is untrained.
         """
-        self._require_trained()
+        state, _ = self._require_trained()
         self._state_exported = True
-        return self._state
+        return state
 
     def __len__(self) -> int:
-        return len(self._id_slot)
+        return len(self._entries)
 
     def is_empty(self) -> bool:
-        return not self._id_slot
+        return not self._entries
 
     def __contains__(self, id_) -> bool:
         try:
-            return canonical_id(id_) in self._id_slot
+            return canonical_id(id_) in self._entries
         except (TypeError, ValueError, OverflowError):  # not an id: never present
             return False
 
     def flush(self) -> None:
         """No-op (the index is in memory); kept for API parity."""
 
-    def _require_trained(self) -> None:
-        if self._state is None:
+    def _require_trained(self) -> tuple[IvfState, BlockLayout]:
+        """The state and layout; raises InvalidConfigError if untrained."""
+        if self._state is None or self._layout is None:
             raise InvalidConfigError(_NOT_TRAINED)
+        return self._state, self._layout
 
     # ---------------------------------------------------------------- settings
-    def set_n_probes(self, n: int) -> None:
-        """Set the lists scanned per query (faiss ``nprobe``)."""
+    def _checked_n_probes(self, n) -> int:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise TypeError(f"n_probes must be an int, got {type(n).__name__}")
         if n < 1:
@@ -242,15 +316,25 @@ class IvfIndex(SearchRunner):
             raise InvalidConfigError(
                 f"n_probes ({n}) must be <= n_clusters ({self._config.n_clusters})"
             )
-        self._config = dataclasses.replace(self._config, n_probes=int(n))
+        return int(n)
 
-    def set_pq_refine_factor(self, n: int) -> None:
-        """Set the PQ re-rank factor (0 = ADC distances; unused in Flat mode)."""
+    @staticmethod
+    def _checked_refine(n) -> int:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise TypeError(f"pq_refine_factor must be an int, got {type(n).__name__}")
         if n < 0:
             raise InvalidConfigError(f"pq_refine_factor must be >= 0, got {n}")
-        self._config = dataclasses.replace(self._config, pq_refine_factor=int(n))
+        return int(n)
+
+    def set_n_probes(self, n: int) -> None:
+        """Set the lists scanned per query (faiss ``nprobe``); a search's own
+        ``n_probes=`` overrides it for that call only."""
+        self._config = dataclasses.replace(self._config, n_probes=self._checked_n_probes(n))
+
+    def set_pq_refine_factor(self, n: int) -> None:
+        """Set the PQ re-rank factor (0 = ADC distances; unused in Flat mode); a
+        search's own ``refine=`` overrides it for that call only."""
+        self._config = dataclasses.replace(self._config, pq_refine_factor=self._checked_refine(n))
 
     # ---------------------------------------------------------------- training
     def _working_set_size(self, n: int) -> int:
@@ -267,38 +351,6 @@ class IvfIndex(SearchRunner):
                 f"IVF-PQ training needs at least 256 vectors (256 codewords per "
                 f"subvector), got {self._working_set_size(n)}"
             )
-
-    def _fit(self, x: np.ndarray):
-        """k-means (and PQ) on the seeded working set of ``x`` (rows in order)."""
-        cfg = self._config
-        idx = subsample_indices(x.shape[0], cfg.training_sample_size, cfg.seed)
-        ws = x if idx.size == x.shape[0] else x[idx]  # all rows kept: no copy
-        n_pad = pow2_at_least(ws.shape[0], 256)
-        xp = _kernels.device_rows(ws, n_pad)
-        mask = np.arange(n_pad) < ws.shape[0]
-        res = kmeans_fit(
-            xp,
-            mask,
-            coarse_key(cfg.seed),
-            n_clusters=cfg.n_clusters,
-            max_iter=cfg.kmeans_max_iterations,
-            kind=coarse_kind(self._metric),
-            init=cfg.kmeans_init,
-            padding_is_zero=True,  # device_rows zero-pads
-        )
-        codebooks = None
-        if cfg.use_pq:
-            if cfg.pq_by_residual:
-                xp = _residuals(xp, res.centroids, coarse_kind(self._metric))
-            codebooks = pq_train(
-                xp,
-                mask,
-                pq_key(cfg.seed),
-                m=cfg.pq_subvectors,
-                max_iter=cfg.kmeans_max_iterations,
-                init=cfg.kmeans_init,
-            )
-        return res, codebooks, ws.shape[0]
 
     def train(self, sample) -> None:
         """Fit the coarse quantizer (and PQ codebooks) on ``sample`` ``(n, dim)``.
@@ -328,7 +380,7 @@ class IvfIndex(SearchRunner):
         x = as_vector_array(sample, self._dim, rank=2, what="training sample", copy=False)
         check_finite(x, "training sample")
         self._check_train_sizes(x.shape[0])
-        res, codebooks, n_ws = self._fit(x)
+        res, codebooks, n_ws = fit_quantizers(x, self._config, self._metric)
         block = _choose_block_size(n_ws, self._config.n_clusters)
         self._install(res, codebooks, block, [], np.zeros((0, self._dim), np.float32), [], [])
 
@@ -342,11 +394,11 @@ class IvfIndex(SearchRunner):
                 or fewer than 256 with PQ.
         """
         self._require_trained()
-        if not self._id_slot:
+        if not self._entries:
             return
         ids, x, metas, seqs = self._live_entries()
         self._check_train_sizes(x.shape[0])
-        res, codebooks, _ = self._fit(x)
+        res, codebooks, _ = fit_quantizers(x, self._config, self._metric)
         block = _choose_block_size(x.shape[0], self._config.n_clusters)
         next_seq = self._next_seq
         self._install(res, codebooks, block, ids, x, metas, seqs)
@@ -354,14 +406,12 @@ class IvfIndex(SearchRunner):
 
     def _live_entries(self):
         """Live ``(ids, vectors f32[n, d], metadata, seqs)`` in seq order."""
-        slots = np.fromiter(self._id_slot.values(), np.int64, len(self._id_slot))
-        order = np.argsort(self._slot_seq[slots], kind="stable")
-        slots = slots[order]
+        entries = self._entries
+        slots = entries.live_slots()
         B = self._state.block_size
         vec = np.asarray(self._state.vectors)[slots // B, slots % B]
-        ids = [self._slot_id[s] for s in slots.tolist()]
-        meta = self._meta
-        return ids, vec, [meta.get(i) for i in ids], self._slot_seq[slots].copy()
+        ids = [entries.slot_id[s] for s in slots.tolist()]
+        return ids, vec, [entries.meta.get(i) for i in ids], entries.slot_seq[slots].copy()
 
     def _install(self, res, codebooks, block, ids, x, metas, seqs) -> None:
         """Build a fresh state from centroids and entries, then swap it in."""
@@ -382,18 +432,18 @@ class IvfIndex(SearchRunner):
         slots2 = None if spill is None else _allocate(layout, spill[0], seqs)
         state = state.grown(layout.n_blocks, layout.width)
         state = _write_entries(state, slots, rows, seqs, slots2, spill, labels, donate=True)
-        state = state.replace(**_kernels.table_arrays(layout))
+        state = state.replace(**_insert.table_arrays(layout))
         # -- commit (nothing below can fail on valid input)
         self._state, self._layout, self._state_exported = state, layout, False
         self._kmeans_iterations = int(res.n_iter)
         self._kmeans_inertia = float(res.inertia)
         self._clear_entries(layout.n_blocks * block)
-        self._bind_many(list(ids), slots, list(metas), seqs, slots2=slots2)
+        self._entries.bind(list(ids), slots, list(metas), seqs, slots2=slots2)
         self._next_seq = int(max(seqs)) + 1 if n else 0
 
     def _prepare(self, state: IvfState, x: np.ndarray):
         """Lists (host ``int64[n]``) of rows ``x``; the padded device rows, norms,
-        PQ codes and residual terms that :func:`_kernels.write_rows` takes; and,
+        PQ codes and residual terms that :func:`_insert.write_rows` takes; and,
         when the state spills, ``(spilled lists int64[n], codes, terms)`` of the
         spilled copies (else None)."""
         n = x.shape[0]
@@ -402,82 +452,17 @@ class IvfIndex(SearchRunner):
             empty = (np.zeros(0, np.int64), np.zeros((0, m), np.uint8), np.zeros(0, np.float32))
             rows = (x, np.zeros(0, np.float32), *empty[1:])
             return empty[0], rows, (empty if state.spills else None)
-        xd = _kernels.device_rows(x, _kernels.padded_rows(n))
-        labels, norms, codes, terms = _kernels.prepare_rows(state, xd, np.int32(n))
+        xd = _insert.device_rows(x, _insert.padded_rows(n))
+        labels, norms, codes, terms = _insert.prepare_rows(state, xd, np.int32(n))
         spill = None
         if state.spills:
             lam = np.float32(self._config.spill_lambda)
-            lists, codes2, terms2 = _kernels.prepare_spill(state, xd, labels, lam, np.int32(n))
+            lists, codes2, terms2 = _insert.prepare_spill(state, xd, labels, lam, np.int32(n))
             spill = (np.asarray(lists)[:n].astype(np.int64), codes2, terms2)
         return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes, terms), spill
 
-    # ------------------------------------------------------------ bookkeeping
-    def _bind_many(
-        self,
-        ids: list,
-        slots: np.ndarray,
-        metas: list,
-        seqs: np.ndarray,
-        int_ids: np.ndarray | None = None,
-        slots2: np.ndarray | None = None,
-    ) -> None:
-        """Record new entries: id <-> slot, seq and metadata (bulk updates).
-
-        ``int_ids``: the ids as a non-negative integer array, when they came as one.
-        ``slots2``: the entries' spilled slots (they map back to the same ids).
-        """
-        slot_list = slots.tolist()
-        self._id_slot.update(zip(ids, slot_list))
-        slot_id = self._slot_id
-        for id_, slot in zip(ids, slot_list):
-            slot_id[slot] = id_
-        self._slot_seq[slots] = seqs
-        if int_ids is not None:
-            vals, wide = int_ids.astype(np.int64), 0  # uint64 ids >= 2**63 wrap: replaced
-            if int_ids.dtype == np.uint64:
-                narrow = int_ids < np.uint64(_I63)
-                vals, wide = np.where(narrow, vals, -1), int(np.count_nonzero(~narrow))
-            self._slot_int[slots] = vals
-        else:
-            vals = [i if type(i) is int and i < _I63 else -1 for i in ids]
-            self._slot_int[slots] = np.array(vals, np.int64)
-            wide = vals.count(-1)
-        self._n_wide_ids += wide
-        if slots2 is not None:
-            for id_, slot in zip(ids, slots2.tolist()):
-                slot_id[slot] = id_
-            self._slot_int[slots2] = self._slot_int[slots]
-            self._slot_seq[slots2] = seqs
-            self._slot_twin[slots] = slots2
-            self._slot_twin[slots2] = slots
-        if metas.count(None) < len(metas):
-            with_meta = [(i, m) for i, m in zip(ids, metas) if m is not None]
-            self._meta.update(with_meta)
-            self._meta_bytes += sum(metadata_bytes(m) for _, m in with_meta)
-
-    def _unbind(self, id_) -> list[int]:
-        """Forget an entry; returns its slots (the own slot, then a spilled one)."""
-        slots = self._entry_slots(id_)
-        slot = self._id_slot.pop(id_)
-        if self._slot_int[slot] < 0:  # the mirror holds -1 for a live id only if it is wide
-            self._n_wide_ids -= 1
-        if len(slots) > 1:
-            self._slot_twin[slots] = -1
-        for s in slots:
-            self._slot_id[s] = None
-            self._slot_int[s] = -1
-        self._meta_bytes -= metadata_bytes(self._meta.pop(id_, None))
-        return slots
-
-    def _entry_slots(self, id_) -> list[int]:
-        """A live entry's slots: its own, then its spilled copy's if it has one."""
-        slot = self._id_slot[id_]
-        twin = int(self._slot_twin[slot]) if self._slot_twin.size else -1
-        return [slot] if twin < 0 else [slot, twin]
-
     def _touch(self) -> None:
-        self._version += 1
-        self._mask_cache.clear()
+        self._runner.invalidate()
 
     def _donate(self) -> bool:
         donate = not self._state_exported
@@ -499,23 +484,147 @@ class IvfIndex(SearchRunner):
         meta = canonical_metadata(metadata)
         x = as_vector_array(vector, self._dim, rank=1)
         check_finite(x)
-        if id_ in self._id_slot:
+        if id_ in self._entries:
             raise DuplicateIdError(id_)
         self._add([id_], x[None, :], [meta])
 
-    def insert_batch(self, ids, vectors, metadata=None) -> None:
+    def insert_batch(self, ids, vectors, metadata=None, *, progress: bool | None = False) -> None:
         """Insert ``n`` vectors ``(n, dim)``; validated whole, applied atomically.
 
         Args:
             ids: a sequence of ``n`` ids.
             vectors: ``(n, dim)`` array-like.
             metadata: ``None`` or a sequence of ``n`` dicts/None.
+            progress: False (default): one atomic commit. True (or None: when
+                standard error is a terminal and tqdm is installed): the batch is
+                still validated whole first, then committed in chunks of
+                :data:`STREAM_CHUNK_ROWS` rows under a progress bar; each chunk is
+                atomic, and an error after the first chunk carries
+                ``committed_rows`` (the rows now in the index) and a note.
 
         Raises:
             The errors of :meth:`insert`, naming the first bad position;
             InvalidConfigError for unequal lengths; DuplicateIdError for an id
-            repeated in the batch or already live. Nothing is inserted on error.
+            repeated in the batch or already live. Nothing is inserted on a
+            validation error.
         """
+        canon, x, metas, int_ids = self._batch_args(ids, vectors, metadata)
+        if len(set(canon)) < len(canon) or not self._entries.id_slot.keys().isdisjoint(canon):
+            self._raise_first_duplicate(canon)
+        if not canon:
+            return
+        if progress is False:
+            self._add(canon, x, metas, int_ids)
+            return
+        bar = progress_bar(progress, total=len(canon), desc="insert_batch")
+        done = 0
+        try:
+            for s in range(0, len(canon), STREAM_CHUNK_ROWS):
+                e = s + STREAM_CHUNK_ROWS
+                part = None if int_ids is None else int_ids[s:e]
+                self._add(canon[s:e], x[s:e], metas[s:e], part)
+                done += len(canon[s:e])
+                bar.update(len(canon[s:e]))
+        except BaseException as err:
+            _note_committed(err, done, "insert_batch")
+            raise
+        finally:
+            bar.close()
+
+    def add_stream(
+        self,
+        batches,
+        *,
+        progress: bool | None = None,
+        chunk_rows: int = STREAM_CHUNK_ROWS,
+    ) -> int:
+        """Insert a stream of batches in fixed-size chunks under bounded memory.
+
+        Each item of ``batches`` (any iterable, e.g. a generator reading files)
+        is ``(ids, vectors)`` or ``(ids, vectors, metadata)`` as for
+        :meth:`insert_batch`. Rows are gathered into chunks of ``chunk_rows`` and
+        each chunk is validated and committed atomically, so host memory holds
+        about one chunk (plus the batch being read) beyond the index. An
+        untrained index first gathers ``training_sample_size`` rows (or the whole
+        stream, if shorter), trains on them, then inserts them.
+
+        Args:
+            batches: an iterable of ``(ids, vectors[, metadata])`` tuples.
+            progress: a tqdm bar of rows committed: True, False, or None (default:
+                only when standard error is a terminal and tqdm is installed).
+            chunk_rows: rows per committed chunk (``>= 1``).
+
+        Returns:
+            The number of rows inserted.
+
+        Raises:
+            The errors of :meth:`insert_batch` (and :meth:`train`), for the chunk
+            that failed: the chunks before it stay committed; the error carries
+            ``committed_rows`` and a note saying so. TypeError for an item that
+            is not such a tuple.
+        """
+        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)):
+            raise TypeError(f"chunk_rows must be an int, got {type(chunk_rows).__name__}")
+        if chunk_rows < 1:
+            raise InvalidConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        bar = progress_bar(progress, total=None, desc="add_stream")
+        pending = _Pending(self._dim)
+        done = 0
+
+        def commit(n: int) -> None:
+            nonlocal done
+            ids, x, metas = pending.take(n)
+            self.insert_batch(ids, x, metas)
+            done += len(ids)
+            bar.update(len(ids))
+
+        try:
+            for item in batches:
+                pending.add(item)
+                if self._state is None:
+                    if pending.n < self._config.training_sample_size:
+                        continue
+                    self.train(pending.rows())
+                while pending.n >= chunk_rows:
+                    commit(chunk_rows)
+            if self._state is None and pending.n:
+                self.train(pending.rows())
+            while pending.n:
+                commit(min(chunk_rows, pending.n))
+        except BaseException as err:
+            _note_committed(err, done, "add_stream")
+            raise
+        finally:
+            bar.close()
+        return done
+
+    def upsert(self, ids, vectors, metadata=None) -> None:
+        """Insert ``n`` vectors, replacing the entries of ids that are already live.
+
+        A replaced id gets the new vector and metadata (None: no metadata) and a
+        new insertion order (ties now go to entries inserted before this call).
+        Validated whole and applied atomically, in one device update.
+
+        Args:
+            ids: a sequence of ``n`` distinct ids (live or new).
+            vectors: ``(n, dim)`` array-like.
+            metadata: ``None`` or a sequence of ``n`` dicts/None.
+
+        Raises:
+            The errors of :meth:`insert_batch`, except that a live id is allowed;
+            DuplicateIdError for an id repeated in the batch. Nothing changes on
+            error.
+        """
+        canon, x, metas, int_ids = self._batch_args(ids, vectors, metadata)
+        if len(set(canon)) < len(canon):
+            self._raise_first_duplicate(canon, live_ok=True)
+        if canon:
+            live = [i for i in canon if i in self._entries]
+            self._add(canon, x, metas, int_ids, replace=live)
+
+    def _batch_args(self, ids, vectors, metadata):
+        """Validated ``(canonical ids, f32[n, d], metadata list, int id array or
+        None)`` of a batch insert (raises on the first bad position)."""
         self._require_trained()
         if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
             raise TypeError("ids must be a sequence (list, tuple or array) of ids")
@@ -537,78 +646,95 @@ class IvfIndex(SearchRunner):
                 "must have equal lengths"
             )
         check_finite(x, "vectors")
-        if len(set(canon)) < len(canon) or not self._id_slot.keys().isdisjoint(canon):
-            self._raise_first_duplicate(canon)
-        if canon:
-            self._add(canon, x, metas, int_ids)
+        return canon, x, metas, int_ids
 
-    def _raise_first_duplicate(self, ids: list) -> None:
-        """Raise DuplicateIdError for the first id that repeats or is live."""
+    def _raise_first_duplicate(self, ids: list, live_ok: bool = False) -> None:
+        """Raise DuplicateIdError for the first id that repeats (or is live)."""
         seen = set()
         for pos, i in enumerate(ids):
             if i in seen:
                 raise DuplicateIdError(i, f"ids[{pos}]: id {i!r} repeats inside the batch")
-            if i in self._id_slot:
+            if not live_ok and i in self._entries:
                 raise DuplicateIdError(i, f"ids[{pos}]: id {i!r} is already in the index")
             seen.add(i)
 
-    def _add(self, ids: list, x: np.ndarray, metas: list, int_ids=None) -> None:
+    def _add(self, ids: list, x: np.ndarray, metas: list, int_ids=None, replace=()) -> None:
+        """Write new entries (and drop the live entries of ``replace``) in one
+        new state, then commit state, layout and entries together."""
         n = len(ids)
         if self._next_seq + n >= SEQ_LIMIT:
             raise InvalidConfigError(
                 f"sequence numbers exhausted ({SEQ_LIMIT}); retrain() into a new index"
             )
-        state = self._state
+        state, layout = self._require_trained()
         labels, rows, spill = self._prepare(state, x)
-        layout = self._layout.copy()
+        layout = layout.copy()
+        old = np.array([s for i in replace for s in self._entries.entry_slots(i)], np.int64)
+        for s in old.tolist():
+            layout.release(s)
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
         slots = _allocate(layout, labels, seqs)
         slots2 = None if spill is None else _allocate(layout, spill[0], seqs)
         donate = self._donate()
+        if old.size:  # cleared first: a new row may take a slot freed here
+            state, donate = _insert.clear_rows(state, old, donate=donate), True
         if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
             state, donate = state.grown(layout.n_blocks, layout.width), True
         state = _write_entries(state, slots, rows, seqs, slots2, spill, labels, donate=donate)
-        state = state.replace(**_kernels.table_arrays(layout))
+        state = state.replace(**_insert.table_arrays(layout))
         # -- commit
         self._state, self._layout = state, layout
-        grow = layout.n_blocks * layout.block_size - len(self._slot_id)
-        if grow > 0:
-            self._slot_id.extend([None] * grow)
-            self._slot_int = np.concatenate([self._slot_int, np.full(grow, -1, np.int64)])
-            self._slot_seq = np.concatenate([self._slot_seq, np.zeros(grow, np.int64)])
-            if self._slot_twin.size:
-                self._slot_twin = np.concatenate([self._slot_twin, np.full(grow, -1, np.int64)])
-        self._bind_many(ids, slots, metas, seqs, int_ids, slots2)
+        self._entries.grow(layout.n_blocks * layout.block_size)
+        for i in replace:
+            self._entries.unbind(i)
+        self._entries.bind(ids, slots, metas, seqs, int_ids, slots2)
         self._next_seq += n
         self._touch()
+        if layout.n_holes > max(1024, len(self._entries)):
+            self._compact()
 
     # ------------------------------------------------------------------ delete
     def delete(self, id) -> None:
-        """Remove an id; it leaves ``len``, results, ``get`` and ``in`` at once.
+        """Remove one id, or every id of a sequence (list, tuple, range or 1-D
+        array) at once; they leave ``len``, results, ``get`` and ``in`` at once.
+
+        A sequence is all-or-nothing: every id is checked before anything is
+        removed, and the rows are cleared in one device update.
 
         Raises:
-            NotFoundError: the id is not live (or the index is untrained).
+            NotFoundError: an id is not live, repeats in the sequence, or the
+                index is untrained (nothing is removed).
         """
-        id_ = canonical_id(id)
-        if id_ not in self._id_slot:
-            raise NotFoundError(id_)
-        slots = self._entry_slots(id_)
-        state = _kernels.clear_rows(self._state, np.array(slots), donate=self._donate())
-        self._state = state
+        if isinstance(id, (list, tuple, range, np.ndarray)):
+            canon = [canonical_id(i) for i in np.asarray(id, object).reshape(-1).tolist()]
+        else:
+            canon = [canonical_id(id)]
+        seen: set = set()
+        for id_ in canon:
+            if id_ not in self._entries or id_ in seen:
+                raise NotFoundError(id_)
+            seen.add(id_)
+        if not canon:
+            return
+        state, layout = self._require_trained()
+        slots = [s for id_ in canon for s in self._entries.entry_slots(id_)]
+        self._state = _insert.clear_rows(state, np.array(slots), donate=self._donate())
         for s in slots:
-            self._layout.release(s)
-        self._unbind(id_)
+            layout.release(s)
+        for id_ in canon:
+            self._entries.unbind(id_)
         self._touch()
-        if self._layout.n_holes > max(1024, len(self._id_slot)):
+        if layout.n_holes > max(1024, len(self._entries)):
             self._compact()
 
     def _compact(self) -> None:
         """Rebuild the layout from the live entries (drops holes); unobservable."""
+        state, _ = self._require_trained()
         ids, x, metas, seqs = self._live_entries()
-        res = _kernels.Fitted(self._state.centroids, self._kmeans_iterations, self._kmeans_inertia)
-        codebooks = self._state.codebooks if self._state.is_pq else None
+        res = _insert.Fitted(state.centroids, self._kmeans_iterations, self._kmeans_inertia)
+        codebooks = state.codebooks if state.is_pq else None
         next_seq = self._next_seq
-        self._install(res, codebooks, self._state.block_size, ids, x, metas, seqs)
+        self._install(res, codebooks, state.block_size, ids, x, metas, seqs)
         self._next_seq = next_seq
 
     # --------------------------------------------------------------------- get
@@ -619,17 +745,144 @@ class IvfIndex(SearchRunner):
             NotFoundError: absent id or untrained index.
         """
         id_ = canonical_id(id)
-        if id_ not in self._id_slot:
+        if id_ not in self._entries:
             raise NotFoundError(id_)
-        slot = self._id_slot[id_]
+        slot = self._entries.id_slot[id_]
         B = self._state.block_size
         vec = np.array(self._state.vectors[slot // B, slot % B], np.float32)
-        meta = self._meta.get(id_)
-        return vec, (dict(meta) if meta is not None else None)
+        return vec, self._entries.metadata(id_)
+
+    def filter_mask(self, filter=None) -> jax.Array:
+        """The rows a search may return, as the ``mask=`` of :mod:`functional`.
+
+        Args:
+            filter: a :class:`Filter`, a Mongo-style dict, or None (every live row).
+
+        Returns:
+            ``bool[n_blocks, B]`` device array for the current :attr:`state`
+            (stale after the index changes, as slots are).
+
+        Raises:
+            InvalidConfigError: untrained. InvalidFilterError / TypeError: a bad filter.
+        """
+        flt = as_filter(filter)
+        state, _ = self._require_trained()
+        if flt is not None:
+            flt.validate()
+        return self._runner.mask(state, self._entries, flt)
 
     def ids_for_slots(self, slots) -> list:
         """Map slots from :mod:`functional` results back to ids (``-1`` -> None)."""
-        return [None if s < 0 else self._slot_id[s] for s in np.asarray(slots).reshape(-1).tolist()]
+        return self._entries.ids_for_slots(slots)
+
+    # ------------------------------------------------------------------ search
+    def _parse_call(self, k, filter):
+        metric = None
+        if isinstance(k, SearchParams):
+            if filter is not None:
+                raise TypeError("pass the filter inside SearchParams or as filter=, not both")
+            metric, filter, k = k.metric, k.filter, k.k
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an int or SearchParams, got {type(k).__name__}")
+        if k < 0:
+            raise InvalidConfigError(f"k must be >= 0, got {k}")
+        return int(k), as_filter(filter), metric
+
+    def _search(self, queries, k, filter, rank: int, path="auto", n_probes=None, refine=None):
+        """Validate, then run: ``(D f32[nq, k], slots int64[nq, k], entries)``,
+        the entry table the slots belong to. ``n_probes`` / ``refine`` (None:
+        the index's settings) apply to this call only."""
+        if path not in PATHS:
+            raise InvalidConfigError(f"path must be one of {PATHS}, got {path!r}")
+        k, flt, metric = self._parse_call(k, filter)
+        n_probes = self._config.n_probes if n_probes is None else self._checked_n_probes(n_probes)
+        if refine is None:
+            refine = self._config.pq_refine_factor
+        refine = self._checked_refine(refine)
+        state, layout = self._require_trained()
+        q = as_vector_array(queries, self._dim, rank=rank, what="query", copy=False)
+        check_finite(q, "query")
+        if metric is not None and Metric.parse(metric) is not self._metric:
+            raise InvalidMetricError(
+                f"SearchParams metric {Metric.parse(metric).value!r} differs from the index "
+                f"metric {self._metric.value!r}"
+            )
+        q2 = q.reshape(-1, self._dim)
+        nq = q2.shape[0]
+        entries = self._entries
+        empty = (np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64), entries)
+        if k == 0 or not entries:
+            return empty
+        if flt is not None:
+            flt.validate()
+        if nq == 0:
+            return empty
+        D, S = self._runner.run(
+            state,
+            layout,
+            entries,
+            q2,
+            k,
+            flt,
+            n_probes=n_probes,
+            refine=refine if state.is_pq else 0,
+            path=path,
+        )
+        return D, S, entries
+
+    def search(self, query, k=10, *, filter=None, n_probes=None, refine=None) -> list[Hit]:
+        """The ``k`` nearest live vectors to ``query`` ``(dim,)``, nearest first.
+
+        Args:
+            query: ``(dim,)`` integer or float array-like.
+            k: int ``>= 0`` or a :class:`SearchParams`.
+            filter: a :class:`Filter`, a Mongo-style dict, or None. Filters apply
+                per entry before scoring; probes are never widened, so fewer
+                than ``k`` hits may return.
+            n_probes: lists scanned for this call (faiss ``nprobe``), in
+                ``[1, n_clusters]``; None = the index's ``n_probes``.
+            refine: IVF-PQ re-rank factor for this call (0 = ADC distances);
+                None = the index's ``pq_refine_factor``; ignored for IVF-Flat.
+                Neither changes the index, so concurrent calls may differ.
+
+        Returns:
+            ``list[Hit]`` of length ``<= k``, by ``(distance, insertion order)``.
+
+        Raises:
+            TypeError, InvalidConfigError, InvalidVectorError,
+            DimensionMismatchError, InvalidMetricError, InvalidFilterError.
+        """
+        D, S, entries = self._search(query, k, filter, 1, "auto", n_probes, refine)
+        return entries.hits(D, S)[0] if D.shape[0] else []
+
+    def search_batch(
+        self, queries, k=10, *, filter=None, path="auto", n_probes=None, refine=None
+    ) -> list[list[Hit]]:
+        """:meth:`search` for each row of ``queries`` ``(nq, dim)``, in order
+        (``n_probes`` and ``refine`` as there).
+
+        ``path`` picks the kernel: ``"query"`` scans each query's lists
+        (query-major), ``"list"`` scores each probed list against all its
+        queries with one matrix product (IVF-Flat euclidean/cosine/dot, IVF-PQ
+        euclidean/dot), ``"auto"`` (default) takes list-major when lists are
+        probed by several queries on average. Both return the same hits (up to
+        float32 rounding at the k-th distance, and for IVF-PQ with refine at the
+        ``refine * k``-th ADC score).
+        """
+        D, S, entries = self._search(queries, k, filter, 2, path, n_probes, refine)
+        return entries.hits(D, S)
+
+    def search_arrays(self, queries, k=10, *, filter=None, path="auto", n_probes=None, refine=None):
+        """Batch search returning NumPy arrays ``(D, I)``, each ``[nq, k]``.
+
+        ``D`` is float32, ascending, padded with ``+inf``. ``I`` is int64 padded
+        with ``-1`` when every live id is an int below ``2**63``; otherwise an
+        object array padded with ``None``. Detect padding by the id. ``path``
+        is as in :meth:`search_batch`; ``n_probes`` and ``refine`` as in
+        :meth:`search`.
+        """
+        D, S, entries = self._search(queries, k, filter, 2, path, n_probes, refine)
+        return D, entries.id_array(S)
 
     # ------------------------------------------------------------ probe tuning
     def suggest_n_probes(self, coverage: float) -> int:
@@ -649,7 +902,7 @@ class IvfIndex(SearchRunner):
                 f"coverage must be a finite number in [0, 1], got {coverage!r}"
             )
         n_lists = self._config.n_clusters
-        if self._state is None or not self._id_slot or n_lists == 1 or c == 0.0:
+        if self._layout is None or not self._entries or n_lists == 1 or c == 0.0:
             return 1
         if c == 1.0:
             return n_lists
@@ -667,16 +920,8 @@ class IvfIndex(SearchRunner):
 
     def _memory(self) -> dict[str, int]:
         mem = {} if self._state is None else self._state.nbytes_by_field()
-        mem["id_maps"] = (
-            sys.getsizeof(self._id_slot)
-            + sys.getsizeof(self._slot_id)
-            + self._slot_seq.nbytes
-            + self._slot_int.nbytes
-            + self._slot_twin.nbytes
-            + sum(sys.getsizeof(i) for i in self._id_slot)
-        )
-        mem["metadata"] = sys.getsizeof(self._meta) + self._meta_bytes
-        mem["score_buffer"] = sum(b.nbytes for b in self._scratch if not b.is_deleted())
+        mem.update(self._entries.nbytes())
+        mem["score_buffer"] = self._runner.score_buffer_bytes()
         if self._layout is not None:
             lay = self._layout
             mem["layout"] = (
@@ -692,12 +937,14 @@ class IvfIndex(SearchRunner):
 
         ``extra["padding_ratio"]`` is rows held in the lists' blocks over live
         rows (>= 1; with spilled assignment each vector is two live rows, and
-        ``extra["spilled_rows"]`` counts the spilled copies); ``extra["last_search"]`` reports rows actually scanned over
-        live rows in the probed lists for the most recent search.
+        ``extra["spilled_rows"]`` counts the spilled copies);
+        ``extra["last_search"]`` reports rows actually scanned over live rows in
+        the probed lists for the most recent search.
         """
         mem = self._memory()
-        live = len(self._id_slot)
-        live_rows = 0 if self._layout is None else int(self._layout.list_live.sum())
+        live = len(self._entries)
+        lay = self._layout
+        live_rows = 0 if lay is None else int(lay.list_live.sum())
         extra = {
             "mode": "pq" if self._config.use_pq else "flat",
             "n_clusters": self._config.n_clusters,
@@ -708,11 +955,11 @@ class IvfIndex(SearchRunner):
             "spilled_rows": live_rows - live,
             "kmeans_iterations": self._kmeans_iterations,
             "kmeans_inertia": self._kmeans_inertia,
-            "tombstones": 0 if self._layout is None else self._layout.n_holes,
+            "tombstones": 0 if lay is None else lay.n_holes,
             "capacity": 0 if self._state is None else self._state.n_blocks * self._state.block_size,
             "block_size": None if self._state is None else self._state.block_size,
-            "padding_ratio": (self._layout.allocated_rows() / live_rows) if live else None,
-            "last_search": self._last_search_stats(),
+            "padding_ratio": (lay.allocated_rows() / live_rows) if lay and live else None,
+            "last_search": self._runner.last_search_stats(),
             "memory": mem,
         }
         return IndexStats(live, int(sum(mem.values())), None, "ivf", extra)

@@ -1,52 +1,39 @@
-"""Product quantizer: codebooks, encode/decode and ADC (behaviour §3.5, §3.6).
+"""Product quantizer: codebooks, encode/decode and ADC (semantics §3.5, §3.6).
 
 Plain PQ on raw vectors: subvector ``j`` covers dims ``[j*d/M, (j+1)*d/M)`` and
 has 256 codewords, so a code is ``M`` bytes (faiss ``PQ{M}x8``; ScaNN
-``num_blocks``). Codebooks are fitted by squared-L2 :func:`~._kmeans.kmeans_fit`
-on the coarse working set in 128-row tiles (``tile=128``), subvector ``j`` with
-key ``fold_in(pq_key, j)``; the seeding runs per subvector under ``lax.map``, the
-Lloyd rounds for all ``M`` under one ``jax.vmap``.
+``num_blocks``). Codebooks are fitted (:func:`~._train.pq_codebooks.pq_train`) by
+squared-L2 :func:`~._train.lloyd.kmeans_fit` on the coarse working set in 128-row
+tiles (``tile=128``), subvector ``j`` with key ``fold_in(pq_key, j)``; the seeding
+runs per subvector under ``lax.map``, the Lloyd rounds for all ``M`` under one
+``jax.vmap``.
 
 **Precision.** Encoding is an exact path: its distance GEMMs run at
 ``Precision.HIGHEST`` in fixed 16-row tiles, so a vector's code does not depend on
 the batch it was encoded in. Inserts use :func:`pq_encode_fast` (128-row tiles,
 then the 16-row kernel again for rows with a near tie), which gives the same
-codes ~3x faster. ADC tables and scores are computed elementwise in
-float32 (no GEMM, so no TF32/bf16 passes on any backend) with sums in a fixed
-order, so one query and a vmapped batch give the same bits; they equal the exact
-values up to float32 rounding.
+codes at less cost (large tiles run XLA's GEMM nearer its peak). ADC tables and
+scores are computed elementwise in float32 (no GEMM, so no TF32/bf16 passes on any
+backend) with sums in a fixed order, so one query and a vmapped batch give the
+same bits; they equal the exact values up to float32 rounding.
 
-See also: ``_kmeans.py`` (coarse quantizer), ``_search.py`` (ADC scan, refine).
+See also: ``_train/lloyd.py`` (coarse quantizer), ``_train/pq_codebooks.py``
+(codebook training), ``_search/query_major.py`` (ADC scan, refine).
 """
 
 import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from ._assign import _gap_bound
-from ._kmeans import (
-    INIT_KMEANSPP,
-    KIND_L2,
-    _fit_tiles,
-    _init_centres,
-    _kmeans_fit_impl,
-    _use_segment_sum,
-    check_init,
-)
-from ._metrics import no_contract, tree_sum
-from ._tiles import _batch_invariant, _map_tiles, _min_and_index, _two_smallest, recheck_rows
+from ._assign import gap_bound
+from ._metrics import HIGHEST, no_contract, tree_sum
+from ._tiles import batch_invariant, min_and_index, recheck_rows, tile_rows, two_smallest
 
 N_CODEWORDS = 256
 ADC_KINDS = ("l2", "dot", "l1")
 
-_HIGHEST = lax.Precision.HIGHEST
 _ENCODE_TILE = 16
-# Row tile of the codebook k-means: its [m, tile, 256] distance block stays in
-# cache (measured, 48 subvectors of 8 dims: a Lloyd round 0.66 s with 1024-row
-# tiles, 0.61 with 256, 0.33-0.36 with 128, 0.38 with 64).
-_TRAIN_TILE = 128
 
 
 def _check_adc_kind(kind: str) -> None:
@@ -54,83 +41,12 @@ def _check_adc_kind(kind: str) -> None:
         raise ValueError(f"kind must be one of {ADC_KINDS}, got {kind!r}")
 
 
-def _split(x: jax.Array, m: int) -> jax.Array:
+def split_subvectors(x: jax.Array, m: int) -> jax.Array:
     """``f32[..., d] -> f32[..., m, d // m]``."""
     d = x.shape[-1]
     if d % m:
         raise ValueError(f"m ({m}) must divide d ({d})")
     return x.reshape(x.shape[:-1] + (m, d // m))
-
-
-@functools.partial(jax.jit, static_argnames=("m", "max_iter", "segment", "init"))
-def _pq_train_jit(x, mask, key, *, m, max_iter, segment, init):
-    n_pad = x.shape[0]
-    xs = jnp.transpose(_split(jnp.asarray(x, jnp.float32), m), (1, 0, 2))  # [m, n_pad, dsub]
-    keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(m, dtype=jnp.uint32))
-    mask = jnp.asarray(mask, jnp.bool_)
-    assert mask.shape == (n_pad,)
-
-    def seed(args):
-        xj, kj = args
-        return _init_centres(_fit_tiles(xj, mask, KIND_L2, _TRAIN_TILE), kj, N_CODEWORDS, init)
-
-    # seeding branches per subvector (lax.map keeps its conds; under vmap both
-    # branches of every cond would run), the Lloyd rounds run batched
-    seeds = lax.map(seed, (xs, keys))
-
-    def fit(xj, kj, cj):
-        return _kmeans_fit_impl(
-            xj, mask, kj, N_CODEWORDS, max_iter, KIND_L2, 1e-4, segment, init, cj, _TRAIN_TILE
-        ).centroids
-
-    return jax.vmap(fit)(xs, keys, seeds)
-
-
-def pq_train(
-    x: jax.Array,
-    mask: jax.Array,
-    key: jax.Array,
-    *,
-    m: int,
-    max_iter: int = 25,
-    init: str = INIT_KMEANSPP,
-) -> jax.Array:
-    """Fit PQ codebooks: squared-L2 k-means with 256 clusters per subvector.
-
-    Args:
-        x: ``f32[n_pad, d]`` the coarse working set; ``d % m == 0``.
-        mask: ``bool[n_pad]``, True for real rows. Needs at least 256 real rows
-            (the caller checks; fewer still work but repeat codewords).
-        key: normally :func:`~._kmeans.pq_key` ``(seed)``; subvector ``j`` uses
-            ``fold_in(key, j)``.
-        m: number of subvectors (faiss ``M``), static.
-        max_iter: the most Lloyd rounds per subvector, static.
-        init: centre initialisation, as in :func:`~._kmeans.kmeans_fit`.
-
-    Returns:
-        ``f32[m, 256, d // m]`` codebooks. Padded rows have no influence.
-
-    Raises:
-        ValueError: if ``m`` does not divide ``d``, ``n_pad < 256`` or ``max_iter < 1``.
-
-    >>> import jax, jax.numpy as jnp
-    >>> from iqdb_ivf_jax._kmeans import pq_key
-    >>> x = jax.random.normal(jax.random.key(0), (256, 4))
-    >>> pq_train(x, jnp.ones(256, bool), pq_key(0), m=2, max_iter=2).shape
-    (2, 256, 2)
-    """
-    if x.ndim != 2 or x.shape[0] < N_CODEWORDS or mask.shape != x.shape[:1]:
-        raise ValueError(
-            f"need x f32[n_pad >= 256, d] and mask bool[n_pad], got {x.shape}, {mask.shape}"
-        )
-    if m < 1 or x.shape[1] % m or max_iter < 1:
-        raise ValueError(
-            f"need m >= 1 dividing d ({x.shape[1]}) and max_iter >= 1, got {m}, {max_iter}"
-        )
-    check_init(init)
-    return _pq_train_jit(
-        x, mask, key, m=int(m), max_iter=int(max_iter), segment=_use_segment_sum(), init=init
-    )
 
 
 def _code_dists(xt: jax.Array, codebooks: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -139,12 +55,12 @@ def _code_dists(xt: jax.Array, codebooks: jax.Array) -> tuple[jax.Array, jax.Arr
     squared norms ``f32[m, T]``.
 
     The ``[m, 256, T]`` layout makes the codeword minimum reduce a non-minor
-    axis (vectorised across the tile's rows on XLA CPU; the row-minor layout ran
-    ~1.5x slower).
+    axis, which XLA CPU vectorises across the tile's rows (the row-minor layout
+    does not).
     """
     m = codebooks.shape[0]
-    xs = _split(xt, m)  # [T, m, dsub]
-    dots = jnp.einsum("mcj,tmj->mct", codebooks, xs, precision=_HIGHEST)
+    xs = split_subvectors(xt, m)  # [T, m, dsub]
+    dots = jnp.einsum("mcj,tmj->mct", codebooks, xs, precision=HIGHEST)
     x_sq = jnp.sum(xs * xs, axis=2).T  # [m, T]
     c_sq = jnp.sum(codebooks * codebooks, axis=2)  # [m, 256]
     return jnp.maximum(x_sq[:, None, :] - 2.0 * dots + c_sq[:, :, None], 0.0), x_sq
@@ -152,7 +68,7 @@ def _code_dists(xt: jax.Array, codebooks: jax.Array) -> tuple[jax.Array, jax.Arr
 
 def _encode_tile(xt: jax.Array, codebooks: jax.Array) -> jax.Array:
     """Codes ``u8[T, m]`` of a tile ``f32[T, d]``; ties to the lowest codeword."""
-    code = _min_and_index(_code_dists(xt, codebooks)[0], axis=1)[1]  # [m, T]
+    code = min_and_index(_code_dists(xt, codebooks)[0], axis=1)[1]  # [m, T]
     return jnp.minimum(code, N_CODEWORDS - 1).astype(jnp.uint8).T
 
 
@@ -176,7 +92,7 @@ def pq_encode(x: jax.Array, codebooks: jax.Array) -> jax.Array:
     """
     x = jnp.asarray(x, jnp.float32)
     codebooks = jnp.asarray(codebooks, jnp.float32)
-    g = _batch_invariant(_encode_tile, _ENCODE_TILE)
+    g = batch_invariant(_encode_tile, _ENCODE_TILE)
     if x.ndim == 1:
         return g(x[None, :], codebooks)[0]
     return g(x, codebooks)
@@ -192,8 +108,8 @@ def _encode_tile_checked(xt: jax.Array, codebooks: jax.Array, c_sq_max: jax.Arra
     might pick the other one)."""
     dsub = codebooks.shape[2]
     dist, x_sq = _code_dists(xt, codebooks)
-    best_d, code, second = _two_smallest(dist, axis=1)  # each [m, T]
-    bound = _gap_bound(x_sq, c_sq_max[:, None], dsub, "l2")
+    best_d, code, second = two_smallest(dist, axis=1)  # each [m, T]
+    bound = gap_bound(x_sq, c_sq_max[:, None], dsub, "l2")
     unsure = jnp.any(second - best_d <= bound, axis=0)  # [T]
     code = jnp.minimum(code, N_CODEWORDS - 1)
     return jnp.concatenate([code.T, unsure[:, None].astype(jnp.int32)], axis=1)
@@ -201,10 +117,10 @@ def _encode_tile_checked(xt: jax.Array, codebooks: jax.Array, c_sq_max: jax.Arra
 
 @jax.jit
 def pq_encode_fast(x: jax.Array, codebooks: jax.Array, n_rows: jax.Array | None = None):
-    """:func:`pq_encode` of ``f32[n, d]``, bit for bit, about twice as fast on large
-    batches: codes come from 128-row tiles, and only the rows where some
-    subvector's best two codewords are within the rounding bound are re-encoded
-    by the batch-invariant 16-row kernel. With ``n_rows`` (a traced count; the
+    """:func:`pq_encode` of ``f32[n, d]``, bit for bit, cheaper on large batches:
+    codes come from 128-row tiles, and only the rows where some subvector's best
+    two codewords are within the rounding bound are re-encoded by the
+    batch-invariant 16-row kernel. With ``n_rows`` (a traced count; the
     rest is padding) tiles past the first ``n_rows`` rows are skipped and the
     codes of the padding rows are unspecified."""
     x = jnp.asarray(x, jnp.float32)
@@ -212,14 +128,8 @@ def pq_encode_fast(x: jax.Array, codebooks: jax.Array, n_rows: jax.Array | None 
     n, m = x.shape[0], codebooks.shape[0]
     if n <= 4 * _FAST_ENCODE_TILE:
         return pq_encode(x, codebooks)
-    T = _FAST_ENCODE_TILE
-    nt = -(-n // T)
-    xp = jnp.pad(x, [(0, nt * T - n), (0, 0)])
-    live = None if n_rows is None else (n_rows + T - 1) // T
     c_sq_max = jnp.max(jnp.sum(codebooks * codebooks, axis=2), axis=1)  # [m]
-    out = _map_tiles(
-        _encode_tile_checked, xp.reshape(nt, T, x.shape[1]), (codebooks, c_sq_max), live
-    ).reshape(nt * T, m + 1)[:n]
+    out = tile_rows(_encode_tile_checked, x, (codebooks, c_sq_max), _FAST_ENCODE_TILE, n_rows)
     unsure = out[:, m].astype(bool)
     if n_rows is not None:
         unsure &= jnp.arange(n) < n_rows
@@ -281,7 +191,7 @@ def adc_tables(q: jax.Array, codebooks: jax.Array, *, kind: str) -> jax.Array:
     [10.0, 4.0]
     """
     _check_adc_kind(kind)
-    qs = _split(jnp.asarray(q, jnp.float32), codebooks.shape[0])  # [m, dsub]
+    qs = split_subvectors(jnp.asarray(q, jnp.float32), codebooks.shape[0])  # [m, dsub]
     return _entries(qs[:, None, :], jnp.asarray(codebooks, jnp.float32), kind)
 
 
@@ -316,7 +226,7 @@ def lookup_sum_direct(q: jax.Array, codebooks: jax.Array, codes: jax.Array, kind
     """
     _check_adc_kind(kind)
     m = codebooks.shape[0]
-    qs = _split(jnp.asarray(q, jnp.float32), m)  # [(n,) m, dsub]
+    qs = split_subvectors(jnp.asarray(q, jnp.float32), m)  # [(n,) m, dsub]
     qs = qs if qs.ndim == 3 else qs[None]
     ent = _entries(qs, _codewords(codebooks, codes), kind)  # [n, m]
     return _ordered_sum([ent[..., j] for j in range(m)])
@@ -401,20 +311,15 @@ def residual_terms(
     """``f32[n]``: ``|r|^2 + 2 c . r`` of each row's decoded residual ``r`` and the
     centroid ``c = centroids[lists]`` of its list (``i32[n]``): the per-row term
     of faiss's precomputed tables, stored at insert so that residual ADC never
-    decodes (see :func:`residual_adc`). Plain sums in fixed tiles of ``_TERM_TILE`` rows, so a
-    row's bits do not depend on ``n`` (measured 43 ms against 120 ms with
-    fixed-tree sums for 65,536 rows, M = 48).
+    decodes (see :func:`residual_adc`). Plain sums (cheaper than fixed-tree sums)
+    in fixed tiles of ``_TERM_TILE`` rows, so a row's bits do not depend on ``n``.
     """
-    n, m = codes.shape
-    pad = -n % _TERM_TILE
-    codes = jnp.pad(codes, ((0, pad), (0, 0))).reshape(-1, _TERM_TILE, m)
-    lists = jnp.pad(lists, (0, pad)).reshape(-1, _TERM_TILE)
 
     def tile(t, cents, cb):
         r = pq_decode(t[0], cb)
         return jnp.sum(r * r, axis=1) + 2.0 * jnp.sum(cents[t[1]] * r, axis=1)
 
-    return _map_tiles(tile, (codes, lists), (centroids, codebooks)).reshape(-1)[:n]
+    return tile_rows(tile, (codes, lists), (centroids, codebooks), _TERM_TILE)
 
 
 def residual_base(q: jax.Array, cents: jax.Array, kind: str) -> jax.Array:

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._assign import centroid_sq_norms
 from ._config import Metric
 from ._errors import InvalidConfigError
-from ._kmeans import centroid_sq_norms
 
 
 @jax.tree_util.register_dataclass
@@ -28,7 +28,7 @@ class IvfState:
         centroids: ``f32[nlist, d]`` coarse centroids.
         vectors: ``f32[n_blocks, B, d]`` raw vectors (zeros where empty).
         norms: ``f32[n_blocks, B]`` their L2 norms (COSINE: bit-exact
-            :func:`_metrics.row_norms`; see :func:`_kernels.stored_norms`).
+            :func:`_metrics.row_norms`; see :func:`_insert.stored_norms`).
         codes: ``u8[n_blocks, B, M]`` PQ codes (``M == 0`` for IVF-Flat).
         pq_terms: ``f32[n_blocks, B]`` residual EUCLIDEAN IVF-PQ only (``[n_blocks, 0]``
             otherwise): each row's ``|r|^2 + 2 c . r`` (decoded residual ``r``,
@@ -44,7 +44,7 @@ class IvfState:
         list_blocks: ``i32[nlist, W]`` blocks of each list, ``-1`` padded.
         list_nblocks: ``i32[nlist]`` blocks in use per list.
         centroid_sq: ``f32[nlist]`` squared centroid norms
-            (:func:`_kmeans.centroid_sq_norms`), kept so that probing and
+            (:func:`_assign.centroid_sq_norms`), kept so that probing and
             assignment share one copy; ``replace(centroids=...)`` recomputes it.
         metric: the index :class:`Metric`.
         by_residual: static; PQ codes encode ``x - centroids[list]``.

@@ -5,7 +5,7 @@ shapes (and vectorises a small reduction differently inside different fusions),
 so a row's float32 bits would depend on how many rows share its call. These
 helpers run a per-tile function on tiles of a fixed size anchored at row 0, with
 optimisation barriers around each tile, so a row's bits depend only on the tile
-shape; :func:`_batch_invariant` keeps that tiling under ``jax.vmap``.
+shape; :func:`batch_invariant` keeps that tiling under ``jax.vmap``.
 """
 
 import functools
@@ -21,7 +21,7 @@ def _tile_at(tiles, i):
     return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, 0, keepdims=False), tiles)
 
 
-def _scan_tiles(fn: Callable, init, tiles, n_tiles: jax.Array | None = None):
+def scan_tiles(fn: Callable, init, tiles, n_tiles: jax.Array | None = None):
     """``lax.scan(fn, init, tiles)`` written as a ``fori_loop`` over the tile axis.
 
     The tiles are read with dynamic indexing, so under ``jax.vmap`` (PQ training)
@@ -47,7 +47,7 @@ def _scan_tiles(fn: Callable, init, tiles, n_tiles: jax.Array | None = None):
     return lax.fori_loop(0, nt if n_tiles is None else n_tiles, body, (init, outs))
 
 
-def _map_tiles(fn: Callable, tiles, consts: tuple = (), n_tiles: jax.Array | None = None):
+def map_tiles(fn: Callable, tiles, consts: tuple = (), n_tiles: jax.Array | None = None):
     """``fn(tile, *consts)`` for each tile along the leading axis of ``tiles``
     (only the first ``n_tiles``, if given; the other outputs are zero).
 
@@ -61,27 +61,43 @@ def _map_tiles(fn: Callable, tiles, consts: tuple = (), n_tiles: jax.Array | Non
         tile, cs = lax.optimization_barrier((tile, consts))
         return carry, lax.optimization_barrier(fn(tile, *cs))
 
-    return _scan_tiles(body, (), tiles, n_tiles)[1]
+    return scan_tiles(body, (), tiles, n_tiles)[1]
 
 
-def _tile_rows(fn: Callable, x: jax.Array, consts: tuple, tile: int) -> jax.Array:
-    """``fn`` over the rows of ``x[n, ...]`` in tiles of exactly ``tile`` rows.
+def tile_rows(fn: Callable, x, consts: tuple, tile: int, n_rows: jax.Array | None = None):
+    """``fn`` over the rows of ``x`` in tiles of exactly ``tile`` rows.
 
-    ``fn(x_tile[tile, ...], *consts) -> out[tile, ...]``; see :func:`_map_tiles`.
+    Args:
+        fn: ``fn(x_tile, *consts) -> out[tile, ...]``; ``x_tile`` has ``x``'s
+            structure with ``tile`` rows (see :func:`map_tiles`).
+        x: an array ``[n, ...]`` or a tuple of arrays sharing the leading ``n``;
+            zero-padded to whole tiles.
+        consts: operands passed whole to every tile.
+        tile: rows per tile (static).
+        n_rows: optional traced count of real rows: tiles past it are skipped and
+            their output rows are zero.
+
+    Returns:
+        ``out[n, ...]``, row ``i`` computed in the tile holding row ``i``.
     """
-    n = x.shape[0]
+    n = jax.tree.leaves(x)[0].shape[0]
     nt = max(1, -(-n // tile))
-    xp = jnp.pad(x, [(0, nt * tile - n)] + [(0, 0)] * (x.ndim - 1))
-    out = _map_tiles(fn, xp.reshape((nt, tile) + x.shape[1:]), consts)
+
+    def tiles(a):
+        a = jnp.pad(a, [(0, nt * tile - n)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape((nt, tile) + a.shape[1:])
+
+    live = None if n_rows is None else (n_rows + tile - 1) // tile
+    out = map_tiles(fn, jax.tree.map(tiles, x), consts, live)
     return out.reshape((nt * tile,) + out.shape[2:])[:n]
 
 
-def _min_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+def min_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
     """``(min, index of its first occurrence)`` along ``axis``.
 
     Same as ``jnp.min`` and ``jnp.argmin`` for NaN-free input, but written as a
     ``min`` and an integer ``min``: XLA:CPU runs ``argmin``'s (value, index)
-    reduction serially, ~4x slower. For a NaN row the index is ``v.shape[axis]``.
+    reduction serially, which is slower. For a NaN row the index is ``v.shape[axis]``.
     """
     m = jnp.min(v, axis=axis, keepdims=True)
     idx = lax.broadcasted_iota(jnp.int32, v.shape, axis % v.ndim)
@@ -89,18 +105,18 @@ def _min_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
     return jnp.squeeze(m, axis=axis), first
 
 
-def _two_smallest(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array, jax.Array]:
+def two_smallest(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(min, index of its first occurrence, runner-up)`` along ``axis``: the
     runner-up is the minimum with that one position left out (a tie repeats
     the minimum). Fast kernels compare ``runner-up - min`` with a rounding bound."""
-    best, idx = _min_and_index(v, axis)
+    best, idx = min_and_index(v, axis)
     col = lax.broadcasted_iota(jnp.int32, v.shape, axis % v.ndim)
     second = jnp.min(jnp.where(col == jnp.expand_dims(idx, axis), jnp.inf, v), axis=axis)
     return best, idx, second
 
 
-def _max_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
-    """``(max, index of its first occurrence)`` along ``axis`` (see :func:`_min_and_index`)."""
+def max_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+    """``(max, index of its first occurrence)`` along ``axis`` (see :func:`min_and_index`)."""
     m = jnp.max(v, axis=axis, keepdims=True)
     idx = lax.broadcasted_iota(jnp.int32, v.shape, axis % v.ndim)
     first = jnp.min(jnp.where(v == m, idx, v.shape[axis]), axis=axis)
@@ -108,8 +124,8 @@ def _max_and_index(v: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
 
 
 @functools.cache
-def _batch_invariant(fn: Callable, tile: int) -> Callable:
-    """``g(x[n, ...], *consts)``: :func:`_tile_rows` that stays tiled under vmap.
+def batch_invariant(fn: Callable, tile: int) -> Callable:
+    """``g(x[n, ...], *consts)``: :func:`tile_rows` that stays tiled under vmap.
 
     Under ``jax.vmap`` with unbatched ``consts`` the batch axis is folded into the
     rows (``[B, n, ...] -> [B * n, ...]``); with batched ``consts`` the batch runs
@@ -118,7 +134,7 @@ def _batch_invariant(fn: Callable, tile: int) -> Callable:
 
     @custom_vmap
     def g(x, *consts):
-        return _tile_rows(fn, x, consts, tile)
+        return tile_rows(fn, x, consts, tile)
 
     @g.def_vmap
     def _rule(axis_size, in_batched, x, *consts):
@@ -138,7 +154,7 @@ def _batch_invariant(fn: Callable, tile: int) -> Callable:
     return g
 
 
-def _isolated_sq_norms(c: jax.Array) -> jax.Array:
+def isolated_sq_norms(c: jax.Array) -> jax.Array:
     """``f32[k]`` squared row norms of ``c[k, d]``, compiled apart from any context
     (barriers on both sides), so their bits depend only on ``c``'s shape."""
     c = lax.optimization_barrier(c)

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 
 from ._assign import coarse_kind
 from ._assign import probe as _probe
-from ._search import scan_block_ids
-from ._search import search_one as _search_one
+from ._search.query_major import scan_block_ids
+from ._search.query_major import search_one as _search_one
 from ._state import IvfState
 
 

@@ -1,5 +1,5 @@
 """Shared test oracle: brute force over the library's exact float32 kernel, ranked by
-``(distance, seq)`` with NaN last, cross-checked against float64 NumPy (behaviour.md §3.1)."""
+``(distance, seq)`` with NaN last, cross-checked against float64 NumPy (docs/semantics.md §3.1)."""
 
 import jax
 import jax.numpy as jnp

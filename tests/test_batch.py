@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import iqdb_ivf_jax._index_search as search_module
+import iqdb_ivf_jax._search.runner as search_module
 from iqdb_ivf_jax import Filter, InvalidConfigError, IvfConfig, IvfIndex
-from iqdb_ivf_jax._batch import MAX_TILE, MIN_TILE, pair_columns, plan_units, score_buffer
+from iqdb_ivf_jax._search.list_major import score_buffer
+from iqdb_ivf_jax._search.plan import MAX_TILE, MIN_TILE, pair_columns, plan_units
 
 
 @pytest.fixture(autouse=True)
@@ -122,10 +123,10 @@ def test_kept_score_buffer_is_reset_between_searches(monkeypatch, budget):
     near = _clustered(256, 16, seed=8)
     fresh = _index("euclidean", x).search_arrays(near, 10, path="list")
     idx.search_arrays(near[::-1], 10, path="list")
-    kept = idx._scratch[0]
+    kept = idx._runner.scratch[0]
     assert idx.stats().extra["memory"]["score_buffer"] == kept.nbytes
     got = idx.search_arrays(near, 10, path="list")
-    assert kept.is_deleted() and len(idx._scratch) == 1  # donated, refilled, kept
+    assert kept.is_deleted() and len(idx._runner.scratch) == 1  # donated, refilled, kept
     assert np.array_equal(fresh[1], got[1]) and np.array_equal(fresh[0], got[0])
 
 
@@ -219,7 +220,7 @@ def test_euclidean_flat_short_selection_is_proven_or_rerun():
     """EUCLIDEAN IVF-Flat selects only k + PROVEN_MARGIN: rows it cannot prove
     (neighbours at equal distances up to rounding) go query-major, the rest are
     proven, and either way the result is the query-major path's."""
-    from iqdb_ivf_jax._batch import PROVEN_MARGIN, selection_size
+    from iqdb_ivf_jax._search.list_major import PROVEN_MARGIN, selection_size
 
     rng = np.random.default_rng(21)
     d = 16

@@ -177,7 +177,7 @@ def test_repr():
 
 
 # Semantics -----------------------------------------------------------------------------------
-# (filter, metadata, expected): the typed closed-world table of behaviour.md §3.4 and §4e.
+# (filter, metadata, expected): the typed closed-world table of docs/semantics.md §3.4 and §4e.
 SEMANTICS = [
     # Missing data: every leaf False, Neq and In included; Not inverts.
     (Filter.eq("x", 1), None, False),
@@ -569,7 +569,7 @@ def same(x, v):
 
 
 def oracle(f, m) -> bool:
-    """A plain recursive reading of behaviour.md §3.4, independent of the module."""
+    """A plain recursive reading of docs/semantics.md §3.4, independent of the module."""
     if isinstance(f, And):
         return all(oracle(c, m) for c in f.filters)
     if isinstance(f, Or):

@@ -12,20 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iqdb_ivf_jax._kmeans import (
-    KIND_COSINE,
-    KIND_DOT,
-    KIND_L2,
-    KMeansResult,
-    assign,
-    coarse_key,
-    coarse_scores,
-    kmeans_fit,
-    pq_key,
-    seed_key,
-    subsample_indices,
-    subsample_key,
-)
+from iqdb_ivf_jax._assign import KIND_COSINE, KIND_DOT, KIND_L2, assign, coarse_scores
+from iqdb_ivf_jax._train.keys import coarse_key, pq_key, seed_key, subsample_indices, subsample_key
+from iqdb_ivf_jax._train.lloyd import KMeansResult, kmeans_fit
 
 KINDS = (KIND_L2, KIND_COSINE, KIND_DOT)
 N, D, K = 200, 3, 8
@@ -145,7 +134,7 @@ def test_result_type_and_shapes():
     assert 1 <= int(r.n_iter) <= 25
 
 
-def test_two_tight_blobs():  # behaviour 14
+def test_two_tight_blobs():  # semantics §5.14
     rng = np.random.default_rng(3)
     a = rng.normal(0.0, 0.05, (N // 2, D))
     b = rng.normal(10.0, 0.05, (N // 2, D))
@@ -158,12 +147,12 @@ def test_two_tight_blobs():  # behaviour 14
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_determinism(kind):  # behaviour 15
+def test_determinism(kind):  # semantics §5.15
     x = _blobs(1)
     assert _same_result(_fit(x, seed=5, kind=kind), _fit(x, seed=5, kind=kind))
 
 
-def test_seeds_differ_and_subsample_reproducible():  # behaviour 16
+def test_seeds_differ_and_subsample_reproducible():  # semantics §5.16
     x = _blobs(2, centres=12, spread=1.0)
     c1, c2 = _fit(x, seed=1).centroids, _fit(x, seed=2).centroids
     assert not np.array_equal(np.asarray(c1), np.asarray(c2))
@@ -184,7 +173,7 @@ def test_seeds_differ_and_subsample_reproducible():  # behaviour 16
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_fewer_distinct_points_than_clusters(kind):  # behaviour 17
+def test_fewer_distinct_points_than_clusters(kind):  # semantics §5.17
     pts = np.array([[1.0, 2.0, 3.0], [-4.0, 0.5, 1.0], [0.0, -3.0, 2.0]], np.float32)
     x = pts[np.arange(N) % 3]
     r = _fit(x, kind=kind, seed=4)
@@ -289,7 +278,7 @@ def test_dot_kind_assigns_by_largest_inner_product():
     assert float(r.inertia) < 0.0
 
 
-def test_prng_impl_config_does_not_matter():  # behaviour 61
+def test_prng_impl_config_does_not_matter():  # semantics §5.61
     x = _blobs(8)
     ref = _fit(x, seed=2**63 + 1)
     sub_ref = subsample_indices(500, 100, 2**63 + 1)
@@ -423,7 +412,7 @@ def test_coarse_scores_rejects_bad_kind():
 
 def test_one_hot_update_path_matches_scatter_path():
     """The non-CPU update (per-tile one-hot matmul) agrees with the CPU scatter-add."""
-    from iqdb_ivf_jax._kmeans import _kmeans_fit_jit
+    from iqdb_ivf_jax._train.lloyd import _kmeans_fit_jit
 
     x = jnp.asarray(_blobs(10, centres=6, spread=0.8))
     m = jnp.ones(N, bool)
@@ -438,7 +427,7 @@ def test_one_hot_update_path_matches_scatter_path():
 
 def test_reseed_rule():
     """Empty clusters, in index order, take the farthest eligible row (ties: lowest)."""
-    from iqdb_ivf_jax._kmeans import _reseed
+    from iqdb_ivf_jax._train.lloyd import _reseed
 
     new = jnp.arange(8.0).reshape(4, 2)
     empty = jnp.array([False, True, False, True])
@@ -512,7 +501,7 @@ def test_bad_init_is_rejected():
 def test_rank_order_is_a_stable_sort_of_the_padding_flag(n):
     """k-means++ proposes rows by rank: real rows first, then padding, each in row
     order (``_rank_order``, one scatter, must equal the stable argsort)."""
-    from iqdb_ivf_jax._seeding import _rank_order
+    from iqdb_ivf_jax._train.seeding import _rank_order
 
     rng = np.random.default_rng(n)
     for frac in (0.0, 0.3, 0.9, 1.0):
@@ -527,16 +516,16 @@ def test_kmeanspp_draws_follow_squared_distances():
     (the third draw runs against a stale stored distance, so it is accepted or
     rejected). Exact joint probabilities vs 12,000 seedings (chi-square; every
     expected cell count >= 5)."""
-    from iqdb_ivf_jax._kmeans import _fit_tiles
-    from iqdb_ivf_jax._seeding import _kmeanspp
+    from iqdb_ivf_jax._train.lloyd import fit_tiles
+    from iqdb_ivf_jax._train.seeding import kmeanspp
 
     pos = np.array([0.0, 1.0, 3.0, 7.0], np.float32)
     x = np.stack([pos, np.zeros(4, np.float32)], axis=1)
-    ft = _fit_tiles(jnp.asarray(x), jnp.ones(4, bool), KIND_L2)
+    ft = fit_tiles(jnp.asarray(x), jnp.ones(4, bool), KIND_L2)
 
     @jax.jit
     def firsts(keys):
-        seeds = jax.vmap(lambda k: _kmeanspp(ft.xt, ft.x_sq, ft.mt, ft.eligible, ft.rank, k, 3))(
+        seeds = jax.vmap(lambda k: kmeanspp(ft.xt, ft.x_sq, ft.mt, ft.eligible, ft.rank, k, 3))(
             keys
         )
         return seeds[:, :, 0]
@@ -565,8 +554,8 @@ def test_kmeanspp_with_duplicates_and_a_full_pending_buffer():
     """More centres than the pending buffer holds, many copies of a few points:
     every seed is a real row, no point is drawn twice (distinct points remain),
     and padding changes nothing."""
-    from iqdb_ivf_jax._kmeans import _fit_tiles, _init_centres
-    from iqdb_ivf_jax._seeding import _SEED_PENDING
+    from iqdb_ivf_jax._train.lloyd import fit_tiles, init_centres
+    from iqdb_ivf_jax._train.seeding import _SEED_PENDING
 
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3000, 12)).astype(np.float32)
@@ -578,7 +567,7 @@ def test_kmeanspp_with_duplicates_and_a_full_pending_buffer():
         xp = np.zeros((n_pad, 12), np.float32)
         xp[:3000] = x
         f = jax.jit(
-            lambda a, m: _init_centres(_fit_tiles(a, m, KIND_L2), coarse_key(3), k, "kmeans++")
+            lambda a, m: init_centres(fit_tiles(a, m, KIND_L2), coarse_key(3), k, "kmeans++")
         )
         out.append(np.asarray(f(xp, np.arange(n_pad) < 3000)))
     np.testing.assert_array_equal(out[0], out[1])
@@ -592,14 +581,14 @@ def test_kmeanspp_proposal_never_draws_a_zero_weight_row():
     a sliver of the inverse CDF; the proposal excludes such ranks explicitly. The
     key below hit a zero-weight rank before (found by a review: ~5 in 2**24
     uniforms do on this tile)."""
-    from iqdb_ivf_jax._seeding import _propose
-    from iqdb_ivf_jax._tiles import _map_tiles
+    from iqdb_ivf_jax._tiles import map_tiles
+    from iqdb_ivf_jax._train.seeding import _propose
 
     rng = np.random.default_rng(3)
     w = (rng.gamma(2.0, 1.0, 1024) * 50).astype(np.float32)
     w[rng.random(1024) < 0.7] = 0
     weights = jnp.asarray(w[None])
-    csum = jax.jit(lambda s: _map_tiles(jnp.cumsum, s))(weights)
+    csum = jax.jit(lambda s: map_tiles(jnp.cumsum, s))(weights)
     keys = jnp.concatenate(
         [
             jnp.array([[0, 7732624]], jnp.uint32),

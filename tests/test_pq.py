@@ -1,4 +1,4 @@
-"""Tests of `_pq`: codebook training, encode/decode and ADC (behaviour §3.5, §3.6).
+"""Tests of `_pq`: codebook training, encode/decode and ADC (semantics §3.5, §3.6).
 
 Section-5 tests 45 (training determinism), 46 (ADC equals the metric on the
 decoded vector) and 47 (encoding ties go to the lowest codeword); 60 relies on
@@ -12,8 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iqdb_ivf_jax._kmeans import kmeans_fit, pq_key
-from iqdb_ivf_jax._pq import _TRAIN_TILE as PQ_TRAIN_TILE
 from iqdb_ivf_jax._pq import (
     adc_scores,
     adc_tables,
@@ -21,11 +19,14 @@ from iqdb_ivf_jax._pq import (
     pq_decode,
     pq_encode,
     pq_encode_fast,
-    pq_train,
     residual_adc,
     residual_base,
     residual_terms,
 )
+from iqdb_ivf_jax._train.keys import pq_key
+from iqdb_ivf_jax._train.lloyd import kmeans_fit
+from iqdb_ivf_jax._train.pq_codebooks import TRAIN_TILE as PQ_TRAIN_TILE
+from iqdb_ivf_jax._train.pq_codebooks import pq_train
 
 N, D, M = 512, 8, 2
 ADC_KINDS = ("l2", "dot", "l1")
@@ -52,7 +53,7 @@ def trained():
 # ---------------------------------------------------------------------- training
 
 
-def test_train_shape_and_determinism(trained):  # behaviour 45
+def test_train_shape_and_determinism(trained):  # semantics §5.45
     x, cb = trained
     assert cb.shape == (M, 256, D // M) and cb.dtype == jnp.float32
     assert np.all(np.isfinite(np.asarray(cb)))
@@ -128,7 +129,7 @@ def test_encode_against_float64(trained):
     assert np.mean(codes == d.argmin(axis=2)) > 0.99
 
 
-def test_encode_ties_to_lowest_codeword():  # behaviour 47
+def test_encode_ties_to_lowest_codeword():  # semantics §5.47
     cb = np.zeros((2, 256, 2), np.float32)
     cb[0, :] = 50.0
     cb[0, 7] = [1.0, 1.0]
@@ -228,7 +229,7 @@ def test_adc_tables_against_float64(kind, trained):
 
 
 @pytest.mark.parametrize("kind", ADC_KINDS)
-def test_adc_equals_metric_on_decoded(kind, trained):  # behaviour 46
+def test_adc_equals_metric_on_decoded(kind, trained):  # semantics §5.46
     x, cb = trained
     codes = pq_encode(x, cb)
     dec = np.asarray(pq_decode(codes, cb))

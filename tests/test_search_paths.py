@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iqdb_ivf_jax import Filter, IvfConfig, IvfIndex, _search, functional
+from iqdb_ivf_jax import Filter, IvfConfig, IvfIndex, functional
 from iqdb_ivf_jax._pq import adc_scores, adc_tables
+from iqdb_ivf_jax._search import query_major as _search
 
 
 def _clustered(n, d, centres=12, seed=0):
@@ -75,8 +76,11 @@ def test_functional_mask_equals_filter(built):
     _D, I = index.search_arrays(q, k=5, filter=flt)
     mask = np.zeros(index.state.valid.size, bool)
     for i in range(0, len(x), 2):
-        mask[index._id_slot[i]] = True
+        mask[index._entries.id_slot[i]] = True
     mask = mask.reshape(index.state.valid.shape)
+    np.testing.assert_array_equal(index.filter_mask(flt), mask)  # the public helper
+    np.testing.assert_array_equal(index.filter_mask({"even": True}), mask)
+    np.testing.assert_array_equal(index.filter_mask(), index.state.valid)
     refine = index.pq_refine_factor if index.config.use_pq else 0
     for r in range(len(q)):
         _d, s = functional.search(index.state, q[r], k=5, n_probes=4, mask=mask, refine=refine)

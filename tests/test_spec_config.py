@@ -1,4 +1,4 @@
-"""Spec behaviours 1-7 (behaviour.md §5, "Config and construction"): black-box tests."""
+"""Spec behaviours 1-7 (docs/semantics.md §5, "Config and construction"): black-box tests."""
 
 import dataclasses
 import enum

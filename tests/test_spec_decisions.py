@@ -1,4 +1,4 @@
-"""Spec behaviours 56, 58-60 and 62-64 (behaviour.md §5, "Our decisions (§4) and JAX
+"""Spec behaviours 56, 58-60 and 62-64 (docs/semantics.md §5, "Our decisions (§4) and JAX
 properties"). 57 (recall) is in test_spec_recall.py, 61 (determinism) in
 test_spec_train.py and 65 (batch kernel = vmap) in test_spec_pq.py."""
 

@@ -1,4 +1,4 @@
-"""Spec behaviours 8-10 (behaviour.md §5, "Ids and metadata") and the index side of
+"""Spec behaviours 8-10 (docs/semantics.md §5, "Ids and metadata") and the index side of
 the metadata-filter behaviours 36, 37, 39 and 40: black-box tests.
 
 Filter oracle (37, 40): brute force over the library's exact float32 kernel

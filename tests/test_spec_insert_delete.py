@@ -1,4 +1,4 @@
-"""Spec behaviours 18-21 (behaviour.md §5, "Insert and delete") and the property test 26
+"""Spec behaviours 18-21 (docs/semantics.md §5, "Insert and delete") and the property test 26
 (hits sorted by (distance, seq), bounded and unique, over random insert/delete
 histories): black-box tests."""
 

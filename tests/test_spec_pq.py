@@ -1,4 +1,4 @@
-"""Spec behaviours 44-47 (behaviour.md §5, "IVF-PQ"), the PQ side of filters (38), and
+"""Spec behaviours 44-47 (docs/semantics.md §5, "IVF-PQ"), the PQ side of filters (38), and
 65 (the batch kernel equals vmap of the single-query kernel, Flat and PQ).
 
 All PQ indexes here share one shape bucket (512 x 8-D, M = 2, 4 lists) so the

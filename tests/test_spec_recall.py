@@ -1,4 +1,4 @@
-"""Spec behaviours 31-35 (behaviour.md §5, "Recall", the reference's thresholds), the
+"""Spec behaviours 31-35 (docs/semantics.md §5, "Recall", the reference's thresholds), the
 recall half of 57 (§4a coarse criteria) and the 2000 x 16-D case of 24 (full probe =
 brute force).
 

@@ -1,4 +1,4 @@
-"""Spec behaviours 48-55 (behaviour.md §5, "Retrain" and "Probe tuning and stats"), and 28
+"""Spec behaviours 48-55 (docs/semantics.md §5, "Retrain" and "Probe tuning and stats"), and 28
 (ties come back in insertion order across lists, deletes and retrain)."""
 
 import math

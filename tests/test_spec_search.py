@@ -1,4 +1,4 @@
-"""Spec behaviours 22-30 (behaviour.md §5, "Search"): black-box tests. The 2000 x 16-D
+"""Spec behaviours 22-30 (docs/semantics.md §5, "Search"): black-box tests. The 2000 x 16-D
 case of 24 is in test_spec_recall.py; the property test 26 (random insert/delete
 histories) is in test_spec_insert_delete.py, and 28 (tie order across lists,
 deletes and retrain) in test_spec_retrain_stats.py.

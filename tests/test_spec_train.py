@@ -1,4 +1,4 @@
-"""Spec behaviours 11-17 (behaviour.md §5, "Training") and 61 (§4f determinism across
+"""Spec behaviours 11-17 (docs/semantics.md §5, "Training") and 61 (§4f determinism across
 processes and PRNG implementations): black-box tests."""
 
 import hashlib
@@ -222,7 +222,7 @@ def test_b17_fewer_distinct_points_than_clusters():
     assert 0 in st.cluster_sizes
     it = idx.stats().extra["kmeans_iterations"]
     assert 1 <= it <= 25
-    for j, v in enumerate(base):
+    for _j, v in enumerate(base):
         hits = idx.search(v, k=7)
         assert len(hits) == 7 and all(h.distance == 0.0 for h in hits)
 

@@ -34,8 +34,8 @@ def _index(metric="euclidean", lam=1.0, *, pq=False, refine=4, n_probes=2, n=600
 
 def _lists_of(idx: IvfIndex, ids) -> tuple[np.ndarray, np.ndarray]:
     """(own list, spilled list) of each id, from the index's bookkeeping."""
-    own = np.array([idx._id_slot[i] for i in ids])
-    spilled = idx._slot_twin[own]
+    own = np.array([idx._entries.id_slot[i] for i in ids])
+    spilled = idx._entries.slot_twin[own]
     assert (spilled >= 0).all()
     return idx._layout.list_of(own), idx._layout.list_of(spilled)
 

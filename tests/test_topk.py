@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iqdb_ivf_jax._topk import SEQ_LIMIT, smallest_k
+from iqdb_ivf_jax._search.topk import SEQ_LIMIT, smallest_k
 
 
 def oracle(dist, seq, valid, k):
@@ -91,7 +91,7 @@ def test_smallest_k_rows_matches_top_k():
     import numpy as np
     from jax import lax
 
-    from iqdb_ivf_jax._topk import smallest_k_rows
+    from iqdb_ivf_jax._search.topk import smallest_k_rows
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((9, 4096)).astype(np.float32)

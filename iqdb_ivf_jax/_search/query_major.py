@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._assign import coarse_kind, probe, probe_one
-from ._config import Metric
-from ._metrics import RESCORE_MARGIN, distances, fast_distances
-from ._pq import (
+from .._assign import coarse_kind, probe, probe_one
+from .._config import Metric
+from .._metrics import RESCORE_MARGIN, distances, fast_distances
+from .._pq import (
     adc_from_total,
     adc_scores,
     adc_scores_by_row,
@@ -30,8 +30,8 @@ from ._pq import (
     residual_base,
     residual_finish,
 )
-from ._state import IvfState
-from ._topk import smallest_k
+from .._state import IvfState
+from .topk import smallest_k
 
 
 def adc_kind(metric: Metric) -> str:
@@ -109,7 +109,7 @@ def search_one(
     slot_of = (safe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
     if not state.is_pq:
         approx = _scan_blocks(state, q, safe, jnp.minimum(needed, scan_blocks))
-        return _rescore(state, q, approx, seq, ok, slot_of, k, k + RESCORE_MARGIN)
+        return rescore(state, q, approx, seq, ok, slot_of, k, k + RESCORE_MARGIN)
     approx = _adc_blocks(state, q, probes, safe, blk_probe, jnp.minimum(needed, scan_blocks))
     return finish_adc(state, q, approx, seq, ok, slot_of, k=k, refine=refine)
 
@@ -121,8 +121,8 @@ def _adc_blocks(state, q, probes, blocks, blk_probe, n) -> jax.Array:
 
     The tables are built once; then, like :func:`_scan_blocks`, each loop step
     scores ``R`` blocks (~512 rows) and the dynamic trip count skips the padding
-    of the static budget (the ``n_probes`` largest lists: measured on the Debian
-    data at 256 lists, 1.8-2.5x the blocks a query's probes own). Every row's
+    of the static budget (sized for the ``n_probes`` largest lists, so usually
+    well above the blocks a query's probes own). Every row's
     score is elementwise (:func:`_pq.adc_scores`, :func:`_pq.residual_adc`), so
     its bits do not depend on the step it falls in.
     """
@@ -202,7 +202,7 @@ def finish_adc(state, q, adc, seq, ok, slots, *, k: int, refine: int):
     if refine == 0:
         d, p = smallest_k(adc, seq, ok, k)
         return d, jnp.where(p >= 0, slots[jnp.maximum(p, 0)], -1)
-    return _rescore(state, q, adc, seq, ok, slots, k, refine * k)
+    return rescore(state, q, adc, seq, ok, slots, k, refine * k)
 
 
 _SCAN_STEP_ROWS = 512  # rows scored per loop step of the single-query scan
@@ -214,10 +214,8 @@ def _scan_blocks(state: IvfState, q: jax.Array, blocks: jax.Array, n: jax.Array)
 
     Each loop step gathers ``R`` blocks (``R * B`` ~ 512 rows) and scores them with
     one matrix-vector product; the dynamic trip count skips the padding of a
-    generous static budget. Measured on XLA CPU: one block per step pays ~5 us of
-    loop overhead per block (~20% slower at 48 probes), 512 rows per step were
-    7-12% faster than 256 or 1024 at 32-64 probes, and gathering the whole
-    budget at once copies every padding block too.
+    generous static budget. Several blocks per step amortise the loop overhead;
+    gathering the whole budget at once would copy every padding block too.
     """
     B = state.block_size
 
@@ -249,7 +247,7 @@ def _block_steps(B: int, step, n: jax.Array, blocks: jax.Array, *per_block) -> j
     return lax.fori_loop(0, (n + R - 1) // R, body, init).reshape(-1)[: T * B]
 
 
-def _rescore(state, q, approx, seq, ok, slot_of, k: int, shortlist: int):
+def rescore(state, q, approx, seq, ok, slot_of, k: int, shortlist: int):
     """Top ``shortlist`` by ``(approx, seq)``, re-scored exactly, top ``k`` by ``(exact, seq)``.
 
     With ``shortlist >= len(approx)`` every candidate is re-scored: the first
@@ -292,22 +290,6 @@ def search_probed(
         return search_one(state, q, p, mask, k=k, scan_blocks=scan_blocks, refine=refine)
 
     return lax.map(body, (queries, probes))
-
-
-@functools.partial(jax.jit, static_argnames=("k", "n_probes", "scan_blocks", "refine"))
-def search_batch(
-    state: IvfState,
-    queries: jax.Array,
-    mask: jax.Array,
-    *,
-    k: int,
-    n_probes: int,
-    scan_blocks: int,
-    refine: int = 0,
-) -> tuple[jax.Array, jax.Array]:
-    """Probe and search a batch ``f32[nq, d]`` -> ``(f32[nq, k], i32[nq, k])``."""
-    probes = probe(queries, state.centroids, coarse_kind(state.metric), n_probes, state.centroid_sq)
-    return search_probed(state, queries, probes, mask, k=k, scan_blocks=scan_blocks, refine=refine)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "n_probes", "scan_blocks", "refine"))

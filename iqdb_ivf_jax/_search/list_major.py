@@ -7,53 +7,48 @@ For a large batch many queries probe the same list, so here the (query, list)
 pairs are grouped by list and each list is scored against a *tile* of its
 queries with one GEMM.
 
-Measured on XLA CPU (jax 0.10.2, 2 cores), which shaped this design:
+Why this shape (the measurements are in ``benchmarks/NOTES.md``):
 
-* ``lax.top_k`` costs ~18 ns per element on rows of ~256 but ~4 ns on rows of
-  ~16k, so keeping a top-k per (query, list) pair made selection cost 3x the
-  GEMM. Instead every pair writes its scores into its query's row of a score
-  buffer ``[nq, L]`` (one windowed scatter per size class), and one two-stage
-  selection per query (:func:`_topk.smallest_k_rows`: minima of 32-column
-  chunks, then ``top_k`` inside the best chunks; ~4x cheaper than one ``top_k``
-  over the row) takes the shortlist.
-* A GEMM of 32 queries x 256 rows runs at ~40 GFLOP/s, 128 x 256 at ~125:
-  the query tile adapts to how many queries each class of lists has.
-* Gathering a list's blocks costs little next to the GEMM; reading them in place
-  was not faster. Four units scored as one batched GEMM run 1.1-1.9x faster
-  than one after another (most for short lists).
+* ``lax.top_k`` costs more per element on short rows than on long ones, so a
+  top-k per (query, list) pair would cost more than the GEMM. Instead every
+  pair writes its scores into its query's row of a score buffer ``[nq, L]``
+  (one windowed scatter per size class), and one two-stage selection per query
+  (:func:`~.topk.smallest_k_rows`: minima of 32-column chunks, then ``top_k``
+  inside the best chunks) takes the shortlist.
+* Larger query tiles run the GEMM faster, so the query tile adapts to how many
+  queries each class of lists has.
+* A list's blocks are gathered (cheap next to the GEMM), and
+  :data:`UNIT_GROUP` units are scored as one batched GEMM.
 
 Shapes are bounded and bucketed: lists fall into size classes (their block count
 rounded up by :func:`scan_bucket`, at most +25%), each class runs as one jitted
 loop over groups of its (list, query-tile) units, the unit arrays and the
 buffer width are bucketed the same way, and the loop's trip count is the real
-unit count (bucket padding costs no arithmetic). The merge re-scores the best ``k + margin``
-with the exact kernel (the query-major path's, so reported distances are
-bit-identical to it) and keeps the top ``k`` by ``(distance, seq)``.
+unit count (bucket padding costs no arithmetic). The merge re-scores the best
+``k + margin`` with the exact kernel (the query-major path's, so reported
+distances are bit-identical to it) and keeps the top ``k`` by ``(distance, seq)``.
 
 GEMM scores (expanded ``|x|^2 - 2 q.x``) differ from exact distances by
 rounding only; the ``margin`` extra candidates absorb that. EUCLIDEAN IVF-Flat
 selects only ``k + 4`` and proves instead that no unselected row can beat the
 ``k``-th exact distance (a bound on both roundings; a row it cannot prove is
-re-run query-major): selection cost grows with its size (``k + 16`` -> ``k + 4``:
-20.3 -> 12.0 ms of a ~140 ms batch of 1,000 queries at 48 probes). A query whose
+re-run query-major), since selection cost grows with its size. A query whose
 shortlist boundary falls inside a run of equal scores (many duplicate vectors)
 is flagged *ambiguous*: the selection there was by position, not insertion
 order, so the caller re-runs it on the query-major path. Used for EUCLIDEAN,
 COSINE and DOT_PRODUCT in IVF-Flat, and EUCLIDEAN and DOT_PRODUCT in IVF-PQ:
 there each unit decodes its list's codes and the GEMM scores the decoded
 vectors, which is ADC up to float32 rounding (a dense product instead of ``M``
-table lookups per row, ~15x cheaper on XLA CPU). Without refine the merge
+table lookups per row, much cheaper on XLA CPU). Without refine the merge
 re-scores the best ``k + margin`` by ADC, computing only the table entries
-their codes select (:func:`_search.adc_rows`: the query-major path's bits,
+their codes select (:func:`~.query_major.adc_rows`: the query-major path's bits,
 without building a ``[M, 256]`` table per query), so reported ADC distances are
 that path's. With refine the ``refine * k`` shortlist is taken by the GEMM
 scores themselves and re-scored exactly (an ADC re-score first would cost more
-than the exact one, measured: 0.150 -> 0.133 s per 1,000 queries at M=48,
-24 probes); it can differ from the query-major path's (by ADC) only where two
-ADC scores at its boundary are within float32 rounding.
+than the exact one); it can differ from the query-major path's (by ADC) only
+where two ADC scores at its boundary are within float32 rounding.
 """
 
-import dataclasses
 import functools
 
 import jax
@@ -61,13 +56,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._assign import _U
-from ._config import Metric
-from ._layout import BlockLayout, pow2_at_least, scan_bucket, scan_buckets
-from ._metrics import RESCORE_MARGIN, distances_from_dot, row_norms
-from ._search import _rescore, adc_rows, decode_rows, finish_adc, shortlist_size
-from ._state import IvfState
-from ._topk import smallest_k_rows
+from .._config import Metric
+from .._layout import BlockLayout, pow2_at_least, scan_bucket
+from .._metrics import HIGHEST, RESCORE_MARGIN, UNIT_ROUNDOFF, distances_from_dot, row_norms
+from .._state import IvfState
+from .plan import buffer_width, pair_columns, plan_units
+from .query_major import adc_rows, decode_rows, finish_adc, rescore, shortlist_size
+from .topk import smallest_k_rows
 
 GEMM_METRICS = (Metric.EUCLIDEAN, Metric.COSINE, Metric.DOT_PRODUCT)
 PQ_GEMM_METRICS = (Metric.EUCLIDEAN, Metric.DOT_PRODUCT)
@@ -78,13 +73,9 @@ def list_path_ok(state: IvfState) -> bool:
     return state.metric in (PQ_GEMM_METRICS if state.is_pq else GEMM_METRICS)
 
 
-_HIGHEST = lax.Precision.HIGHEST
 _F32_MAX = float(np.finfo(np.float32).max)
-MIN_TILE, MAX_TILE = 8, 128  # queries per GEMM unit
-# units scored by one batched GEMM: measured on XLA CPU, 4 products of
-# 128 x 384 x 128..320 run ~1.1-1.9x faster batched than one after another
+# units scored by one batched GEMM (cheaper than the same products one after another)
 UNIT_GROUP = 4
-_WIDTH_QUANTUM = 256  # score-buffer columns are bucketed in multiples of this
 _SCATTER = lax.ScatterDimensionNumbers(
     update_window_dims=(1,), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0, 1)
 )
@@ -170,7 +161,7 @@ def scan_class(
             tw = state.twin[safe].reshape(g, 1, rows)
             ok = ok & ~((tw >= 0) & probed[qi[:, :, None], jnp.maximum(tw, 0)])
         qx = lax.dot_general(
-            queries[qi], x, (((2,), (2,)), ((0,), (0,))), precision=_HIGHEST
+            queries[qi], x, (((2,), (2,)), ((0,), (0,))), precision=HIGHEST
         )  # [g, tile, rows]
         key = _rank_key(state.metric, qx, q_norms[qi][:, :, None], xn[:, None, :])
         key = jnp.where(jnp.isnan(key), _F32_MAX, jnp.minimum(key, _F32_MAX))
@@ -209,9 +200,8 @@ def score_buffer(rows: int, width: int, scratch: jax.Array | None = None) -> jax
     """A ``+inf`` score buffer ``f32[rows, width]``, refilled in place from
     ``scratch`` (donated) when that has the shape.
 
-    Reusing matters for large buffers: measured on XLA CPU here, a fresh
-    ``f32[1024, 20480]`` (84 MB, above glibc's 32 MB mmap threshold) costs
-    ~21 ms of page faults to fill, refilling a kept one ~3 ms. A ``scratch``
+    Reusing matters for large buffers: a fresh one above glibc's mmap threshold
+    page-faults as it is first filled, a kept one does not. A ``scratch``
     of another shape is freed first (the caller hands it over), so two
     buffers are never alive at once.
     """
@@ -261,7 +251,7 @@ def _unproven(state: IvfState, key_last, q_norms, d_k) -> jax.Array:
     """
     x_max = jnp.max(state.norms)
     scale = x_max * x_max + 2.0 * q_norms * x_max + q_norms * q_norms
-    e = 4.0 * (state.dim + 16) * _U * scale
+    e = 4.0 * (state.dim + 16) * UNIT_ROUNDOFF * scale
     bound = key_last + q_norms * q_norms - e
     return (key_last < jnp.inf) & ~(bound > d_k * d_k + e)
 
@@ -282,7 +272,7 @@ def merge_rescore(
     """Select each query's best ``kk`` scores and finish as the query-major path does.
 
     IVF-Flat: re-score the ``kk`` exactly, keep ``k``. IVF-PQ without refine:
-    re-score them by ADC (:func:`_search.adc_rows`, the query-major path's
+    re-score them by ADC (:func:`~.query_major.adc_rows`, the query-major path's
     bits), keep the ``k`` best by ``(ADC, seq)``. IVF-PQ with refine: re-score
     the first ``refine * k`` (by GEMM score; ``kk`` is one more, see
     :func:`selection_size`) exactly, keep ``k``.
@@ -319,9 +309,9 @@ def merge_rescore(
         b, rr = jnp.maximum(blk, 0), r % B
         seq = state.seqs[b, rr]
         if not state.is_pq:
-            return _rescore(state, q, key_row, seq, ok, slot, k, kk)
+            return rescore(state, q, key_row, seq, ok, slot, k, kk)
         if refine > 0:  # the shortlist by the scan's key; all of it re-scored exactly
-            return _rescore(
+            return rescore(
                 state, q, key_row[:short], seq[:short], ok[:short], slot[:short], k, short
             )
         terms = state.pq_terms[b, rr] if state.keeps_pq_terms else None
@@ -329,8 +319,6 @@ def merge_rescore(
         return finish_adc(state, q, adc, seq, ok, slot, k=k, refine=refine)
 
     # in batches of _MERGE_BATCH queries, whose gathered rows stay in cache
-    # (measured, exact EUCLIDEAN re-score of 40 rows x 1,024 queries of 384:
-    # 19 ms all at once, 6.8 ms in batches of 128)
     d, s = lax.map(
         lambda a: one(*a),
         (queries, key, pos, probes, starts),
@@ -344,99 +332,6 @@ def merge_rescore(
 @jax.jit
 def _norms(queries: jax.Array) -> jax.Array:
     return row_norms(queries)
-
-
-@dataclasses.dataclass
-class ClassUnits:
-    """The units of one size class: ``unit_q``/``unit_off`` are ``-1`` padded."""
-
-    n_blocks: int
-    unit_list: np.ndarray  # i32[U]
-    unit_q: np.ndarray  # i32[U, tile]
-    unit_off: np.ndarray  # i32[U, tile]
-
-
-def _size_classes(nb: np.ndarray) -> np.ndarray:
-    """Size class (block count rounded by :func:`scan_bucket`; 0 if empty) of each list."""
-    return np.where(nb > 0, scan_buckets(nb), 0)
-
-
-def pair_columns(probes: np.ndarray, layout: BlockLayout) -> tuple[np.ndarray, np.ndarray]:
-    """Score-buffer columns of each (query, probe) pair.
-
-    Returns:
-        ``(starts i32[nq, P], widths i64[nq])``: a probe's scores take
-        ``scan_bucket(blocks) * B`` columns from its start (0 for an empty list).
-    """
-    rows = _size_classes(layout.list_nblocks)[probes] * layout.block_size
-    ends = np.cumsum(rows, axis=1)
-    return (ends - rows).astype(np.int32), ends[:, -1] if ends.size else np.zeros(0, np.int64)
-
-
-def plan_units(probes: np.ndarray, starts: np.ndarray, layout: BlockLayout) -> list[ClassUnits]:
-    """Group ``(query, probe)`` pairs by list into GEMM units, one entry per size class.
-
-    A class's query tile is the power of two at least its lists' mean query
-    count, clamped to ``[MIN_TILE, MAX_TILE]``; a list with more queries than
-    the tile gets several units. Within a list, queries keep their batch order.
-    """
-    P = probes.shape[1]
-    nb = layout.list_nblocks.astype(np.int64)
-    n_lists = nb.size
-    list_cls = _size_classes(nb)
-    # each list's rank in (class, list) order; empty lists are dropped
-    by_class = np.lexsort((np.arange(n_lists), list_cls))
-    rank_of = np.empty(n_lists, np.int64)
-    rank_of[by_class] = np.arange(n_lists)
-    key = rank_of[probes.reshape(-1)]
-    keep = nb[probes.reshape(-1)] > 0
-    if not keep.any():
-        return []
-    # one stable sort of pair keys: pairs by (class, list), queries in batch order
-    # (int16 keys take NumPy's radix sort: 0.3 ms instead of 1.9 for 48k pairs)
-    key = key.astype(np.int16 if n_lists <= np.iinfo(np.int16).max else np.int64)
-    order = np.flatnonzero(keep)[np.argsort(key[keep], kind="stable")]
-    lst = probes.reshape(-1)[order].astype(np.int64)
-    qrow = order // P
-    off = starts.reshape(-1)[order].astype(np.int64)
-    counts = np.bincount(lst, minlength=n_lists)[by_class]  # pairs per list, class order
-    used = counts > 0
-    lists, cnt, cls = by_class[used], counts[used], list_cls[by_class][used]
-    # per class: tile from the mean pairs per list; then every list's units
-    edges = np.flatnonzero(np.append(True, cls[1:] != cls[:-1]))
-    pairs_c = np.add.reduceat(cnt, edges)
-    lists_c = np.diff(np.append(edges, cnt.size))
-    tile_c = np.clip(
-        [pow2_at_least(x) for x in (-(-pairs_c // lists_c)).tolist()], MIN_TILE, MAX_TILE
-    )
-    tile = np.repeat(tile_c, lists_c)
-    units_per = -(-cnt // tile)
-    units_c = np.add.reduceat(units_per, edges)
-    first_unit = np.cumsum(units_per) - units_per - np.repeat(np.cumsum(units_c) - units_c, lists_c)
-    r = np.arange(lst.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)  # rank in its list
-    t_pair = np.repeat(tile, cnt)
-    unit_id = np.repeat(first_unit, cnt) + r // t_pair
-    slot = r % t_pair
-    out = []
-    pos, lpos = 0, 0
-    for c, t, n_u, n_p, n_l in zip(
-        cls[edges].tolist(), tile_c.tolist(), units_c.tolist(), pairs_c.tolist(), lists_c.tolist()
-    ):
-        u_q = np.full((n_u, t), -1, np.int32)
-        u_off = np.full((n_u, t), -1, np.int32)
-        sl = slice(pos, pos + n_p)
-        u_q[unit_id[sl], slot[sl]] = qrow[sl]
-        u_off[unit_id[sl], slot[sl]] = off[sl]
-        u_list = np.repeat(lists[lpos : lpos + n_l], units_per[lpos : lpos + n_l])
-        out.append(ClassUnits(c, u_list.astype(np.int32), u_q, u_off))
-        pos, lpos = pos + n_p, lpos + n_l
-    return out
-
-
-def buffer_width(widths: np.ndarray) -> int:
-    """Bucketed score-buffer width for rows needing ``widths`` columns."""
-    w = max(int(widths.max()) if widths.size else 0, 1)
-    return scan_bucket(-(-w // _WIDTH_QUANTUM)) * _WIDTH_QUANTUM
 
 
 def list_major_search(

@@ -16,7 +16,7 @@ from ._metrics import row_norms
 from ._pq import pq_encode_fast, residual_terms
 from ._spill import spill_assign
 from ._state import IvfState
-from ._tiles import _map_tiles
+from ._tiles import tile_rows
 
 
 class Fitted(NamedTuple):
@@ -69,15 +69,13 @@ def stored_norms(x: jax.Array, metric: Metric) -> jax.Array:
 
     COSINE's exact distances divide by them, so they are :func:`row_norms` (the
     fixed-tree sum the exact kernel and the oracle use). Other metrics use them
-    only in the scans' approximate keys (re-scored exactly), so a plain sum does,
-    in fixed tiles of ``MIN_ROWS`` rows so their bits do not depend on the batch:
-    measured 8 ms against 24 ms for 65,536 x 384 rows.
+    only in the scans' approximate keys (re-scored exactly), so a plain sum does
+    (cheaper than the fixed tree), in fixed tiles of ``MIN_ROWS`` rows so their
+    bits do not depend on the batch.
     """
     if metric is Metric.COSINE:
         return row_norms(x)
-    n, d = x.shape
-    xp = jnp.pad(x, ((0, -n % MIN_ROWS), (0, 0)))  # (batches come padded: a no-op)
-    return _map_tiles(_sum_norms, xp.reshape(-1, MIN_ROWS, d)).reshape(-1)[:n]
+    return tile_rows(_sum_norms, x, (), MIN_ROWS)
 
 
 def _write(arrays, b, r, x, norms, codes, terms, seqs, twin):

@@ -14,7 +14,7 @@ from jax import lax
 SEQ_LIMIT = (1 << 30) - (1 << 24)
 # NaN distances rank with secondary key seq + _NAN_OFFSET, after every number.
 _NAN_OFFSET = 1 << 30
-# Secondary keys are selected with a float32 top_k (XLA CPU's int32 top_k is ~100x
+# Secondary keys are selected with a float32 top_k (XLA CPU's int32 top_k is far
 # slower): key + 2**23 bitcast to float32 is a positive normal float whose order is
 # the integer order, and INVALID_KEY + 2**23 is exactly +inf.
 _FLOAT_SHIFT = 1 << 23
@@ -36,7 +36,7 @@ def _smallest(v: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     n = v.shape[0]
     if n < 4 * k * _CHUNK:
         # The barriers keep XLA CPU from fusing top_k's consumers into a slow
-        # sort-based lowering (measured ~50x slower without them in jax 0.10.2).
+        # sort-based lowering.
         neg, idx = lax.optimization_barrier(lax.top_k(-v, k))
         return -neg, idx
     pad = -n % _CHUNK
@@ -70,8 +70,7 @@ def smallest_k(
     secondary = jnp.where(valid, jnp.where(nan, seq + _NAN_OFFSET, seq), INVALID_KEY)
     if n <= _SORT_MAX and 2 * kk >= n:
         # keeping most of a short row: one sort by (primary, secondary) is cheaper
-        # than top_k plus the tie pass (measured vmapped, 1024 rows of 56 -> 40:
-        # 9.4 vs 14.7 ms); the same order, so the same result
+        # than top_k plus the tie pass; the same order, so the same result
         iota = jnp.arange(n, dtype=jnp.int32)
         _, k2, cand = lax.sort((primary, secondary, iota), num_keys=2)
         return _finish(dist, k2[:kk], cand[:kk], k)
@@ -128,7 +127,7 @@ def smallest_k_rows(x: jax.Array, k: int, chunk: int = 32) -> tuple[jax.Array, j
     """Per row of ``f32[n, L]``, the ``k`` smallest values and their positions,
     best first: ``lax.top_k(-x, k)`` (negated back), in two cheaper stages.
 
-    XLA CPU's ``top_k`` costs several ns per element, so rows are cut into
+    XLA CPU's ``top_k`` is costly per element, so rows are cut into
     chunks of ``chunk`` columns, the ``k`` chunks with the smallest minima are
     kept (in column order) and ``top_k`` runs over their ``k * chunk`` values
     only. Every one of the ``k`` smallest values lies in those chunks (a value in

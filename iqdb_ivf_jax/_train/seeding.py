@@ -1,8 +1,9 @@
 """k-means centre initialisation: k-means++ (rejection sampling, the data read
 once per ``_SEED_PENDING`` centres) and faiss-style random rows.
 
-The keys that drive each draw are specified in ``_kmeans``'s module docstring
-(key scheme version 2); every function here follows it.
+The keys that drive each draw are specified in the module docstring of
+:mod:`.keys` (``_train/keys.py``, key scheme version 2); every function here
+follows it.
 """
 
 import jax
@@ -10,9 +11,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.random import threefry_2x32
 
-from ._tiles import _isolated_sq_norms, _map_tiles, _min_and_index
-
-_HIGHEST = lax.Precision.HIGHEST
+from .._metrics import HIGHEST
+from .._tiles import isolated_sq_norms, map_tiles, min_and_index
 
 
 def _fold_in_word(key_data: jax.Array, rows: jax.Array) -> jax.Array:
@@ -22,7 +22,7 @@ def _fold_in_word(key_data: jax.Array, rows: jax.Array) -> jax.Array:
 
     ``fold_in(K, r)`` is ``threefry_2x32(K, [0, r])``; all rows go through one
     ``threefry_2x32`` call (the vmapped ``fold_in`` is the same numbers, but XLA CPU
-    fused it with its consumers ~3x slower).
+    fuses it with its consumers into slower code).
     """
     n = rows.shape[0]
     counts = jnp.concatenate([jnp.zeros((n,), jnp.uint32), rows.astype(jnp.uint32)])
@@ -48,10 +48,9 @@ def _above_noise(dc, x_sq, c_sq, d: int):
 
 _SEED_PENDING = 64  # chosen centres folded into the stored distances per data pass
 # Small tiles are folded in several per loop step, batched, up to this many
-# values per step (measured, 48 PQ codebooks of 256 x 8 dims over 58k rows in
-# 128-row tiles: one tile per step 463 ms for the 48 seedings, 16 per step
-# ~380 ms, mostly loop overhead gone). Each tile's product keeps its own shape,
-# so the bits do not change; large tiles (the coarse quantizer's) stay one per step.
+# values per step (fewer steps, less loop overhead). Each tile's product keeps its
+# own shape, so the bits do not change; large tiles (the coarse quantizer's) stay
+# one per step.
 _FLUSH_VALUES = 1 << 14
 _SEED_TRIALS = 16  # rejected proposals before a draw folds its pending centres in
 
@@ -61,15 +60,15 @@ def _seed_dists(x, x_sq, c, c_sq, ok):
     expanded form (copies of a centre weigh 0, see :func:`_above_noise`);
     ``+inf`` for centres with ``ok == False``."""
     d = x.shape[1]
-    dc = x_sq[:, None] - 2.0 * jnp.dot(x, c.T, precision=_HIGHEST) + c_sq[None, :]
+    dc = x_sq[:, None] - 2.0 * jnp.dot(x, c.T, precision=HIGHEST) + c_sq[None, :]
     dc = _above_noise(dc, x_sq[:, None], c_sq[None, :], d)
     return jnp.where(ok[None, :], dc, jnp.inf)
 
 
 def _rank_order(real: jax.Array) -> jax.Array:
     """``i32[n]``: the rows in rank order, real rows first, then padding, each in
-    row order (a stable argsort of ``~real``, as one scatter: XLA CPU's sort
-    took 4.6 ms for 58k rows)."""
+    row order (a stable argsort of ``~real``, as one scatter, cheaper than XLA
+    CPU's sort)."""
     n = real.shape[0]
     rows = jnp.arange(n, dtype=jnp.int32)
     ones = real.astype(jnp.int32)
@@ -110,7 +109,7 @@ def _propose(weights: jax.Array, csum: jax.Array, key_data: jax.Array) -> jax.Ar
     race = jnp.where(
         tot > 0.0, _log_exp_draws(_sub_key(key_data, 0), tiles) - jnp.log(tot), jnp.inf
     )
-    b = _min_and_index(race)[1]  # ties to the lower tile
+    b = min_and_index(race)[1]  # ties to the lower tile
     c, w = csum[b], weights[b]
     u = _uniforms(_sub_key(key_data, 1), jnp.zeros((1,), jnp.int32))[0]
     ranks = jnp.arange(T, dtype=jnp.int32)
@@ -123,10 +122,10 @@ def _propose(weights: jax.Array, csum: jax.Array, key_data: jax.Array) -> jax.Ar
 def _uniform_row(key_data: jax.Array, eligible: jax.Array, rank: jax.Array) -> jax.Array:
     """An eligible row drawn uniformly: the smallest race value keyed by ``rank``."""
     race = jnp.where(eligible, _log_exp_draws(key_data, rank), jnp.inf)
-    return _min_and_index(race)[1]  # ties to the lower row
+    return min_and_index(race)[1]  # ties to the lower row
 
 
-def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
+def kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
     """k-means++ seeds ``f32[k, d]`` from the tiles ``xt[nt, T, d]`` (squared-L2 weights).
 
     Draw 0 is uniform over the eligible rows. Draw ``t > 0`` picks a row with
@@ -158,7 +157,7 @@ def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
 
     def flush(stored, pend, n_pend):
         ok = jnp.arange(P) < n_pend
-        consts = (pend, _isolated_sq_norms(pend), ok)
+        consts = (pend, isolated_sq_norms(pend), ok)
         old = stored
 
         def group(g, out):
@@ -172,7 +171,7 @@ def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
 
         stored = lax.fori_loop(0, -(-nt // G), group, old)
         weights = stored.reshape(n)[by_rank].reshape(nt, tile)
-        return stored, (weights, _map_tiles(jnp.cumsum, weights))  # the proposal table
+        return stored, (weights, map_tiles(jnp.cumsum, weights))  # the proposal table
 
     def keep(stored, table, *_):
         return stored, table
@@ -183,7 +182,7 @@ def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
         row = by_rank[_propose(*table, kj)]
         ok = jnp.arange(P) < n_pend
         near = _seed_dists(
-            x_flat[row][None], x_sq_flat[row][None], pend, _isolated_sq_norms(pend), ok
+            x_flat[row][None], x_sq_flat[row][None], pend, isolated_sq_norms(pend), ok
         )
         s = stored.reshape(n)[row]
         dist = jnp.minimum(s, jnp.min(near))
@@ -196,9 +195,7 @@ def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
         ``failed`` marks a step ``t`` whose trials were all rejected (not taken).
 
         The stored distances and the proposal table are constants here: an XLA
-        CPU conditional that returns them copies them (measured, seeding 256 PQ
-        codewords of 8 dims over 58k rows: 20.8 ms when every draw passed them
-        through two conditionals, 17.3 ms like this).
+        CPU conditional that returns them copies them.
         """
         positive = jnp.any(table[1][:, -1] > 0.0)
 
@@ -268,7 +265,7 @@ def _kmeanspp(xt, x_sq, real, eligible, rank, key, k: int) -> jax.Array:
     return lax.while_loop(lambda c: c[0] < k, segment, init)[1]
 
 
-def _random_init(x_flat, eligible, rank, key, k: int) -> jax.Array:
+def random_init(x_flat, eligible, rank, key, k: int) -> jax.Array:
     """``k`` distinct eligible rows: those with the smallest draw-0 uniforms (the
     k-means++ first centre is the first of them). With fewer than ``k`` eligible
     rows the chosen ones repeat in order."""

@@ -1,0 +1,2 @@
+"""Training: random keys and subsampling, k-means++ seeding, the Lloyd fit, and PQ
+codebooks."""
