@@ -95,6 +95,13 @@ class IvfConfig:
             recall with fewer probes and fewer rows scanned, at the cost of twice
             the stored rows (IVF-Flat: twice the vector memory) and a slower
             insert.
+        keep_raw_vectors: IVF-PQ only. True (default, the reference's): each
+            raw float32 vector is stored beside its code (exact re-rank, exact
+            ``get`` and ``retrain``). False: codes-only IVF-PQ, about ``M`` + 13
+            bytes per vector on the device: ``pq_refine_factor`` must be 0,
+            ``get`` returns the reconstruction (the decoded vector, plus the list
+            centroid when ``pq_by_residual``) and ``retrain`` trains on
+            reconstructions, both approximate.
     """
 
     n_clusters: int = 256
@@ -108,6 +115,7 @@ class IvfConfig:
     kmeans_init: str = "kmeans++"
     pq_by_residual: bool = False
     spill_lambda: float | None = None
+    keep_raw_vectors: bool = True
 
     def with_n_clusters(self, n: int) -> "IvfConfig":
         return dataclasses.replace(self, n_clusters=n)
@@ -141,6 +149,9 @@ class IvfConfig:
 
     def with_spill_lambda(self, lam: float | None) -> "IvfConfig":
         return dataclasses.replace(self, spill_lambda=lam)
+
+    def with_keep_raw_vectors(self, keep: bool) -> "IvfConfig":
+        return dataclasses.replace(self, keep_raw_vectors=keep)
 
     def validate(self) -> None:
         """Check every field, in a fixed order.
@@ -212,4 +223,19 @@ class IvfConfig:
                 raise InvalidConfigError(
                     "spill_lambda needs n_clusters >= 2 (a second list to spill to); "
                     "set spill_lambda=None"
+                )
+        if not isinstance(self.keep_raw_vectors, bool):
+            raise InvalidConfigError(
+                f"keep_raw_vectors must be a bool, got {self.keep_raw_vectors!r}"
+            )
+        if not self.keep_raw_vectors:
+            if not self.use_pq:
+                raise InvalidConfigError(
+                    "keep_raw_vectors=False needs use_pq=True (IVF-Flat scans the raw "
+                    "vectors); set use_pq=True or keep_raw_vectors=True"
+                )
+            if self.pq_refine_factor > 0:
+                raise InvalidConfigError(
+                    f"pq_refine_factor ({self.pq_refine_factor}) needs the raw vectors; "
+                    "with keep_raw_vectors=False set pq_refine_factor=0 (ADC distances)"
                 )

@@ -28,6 +28,7 @@ from ._results import Hit, IndexStats, IvfClusterStats, SearchParams
 from ._search.runner import PATHS, SearchRunner
 from ._search.topk import SEQ_LIMIT
 from ._state import IvfState
+from ._stream import STREAM_CHUNK_ROWS, PendingRows, note_committed
 from ._train.quantizers import fit_quantizers
 from ._validate import (
     as_vector_array,
@@ -59,92 +60,6 @@ def _canonical_int_ids(ids) -> list | None:
     if ids.dtype.kind == "i" and ids.size and int(ids.min()) < 0:
         return None
     return ids.tolist()
-
-
-def _allocate(layout: BlockLayout, labels: np.ndarray, seqs: np.ndarray) -> np.ndarray:
-    """Slots for rows bound for lists ``labels``: each list's new rows fill its
-    blocks contiguously, in seq order."""
-    order = np.lexsort((seqs, labels)) if labels.size else np.zeros(0, np.int64)
-    slots = np.empty(labels.size, np.int64)
-    slots[order] = layout.allocate(labels[order])
-    return slots
-
-
-def _write_entries(state, slots, rows, seqs, slots2, spill, labels, *, donate: bool):
-    """Write entries into their own ``slots`` and, with ``spill`` (from
-    ``IvfIndex._prepare``), their spilled copies into ``slots2`` (``twin`` = own list)."""
-    x, norms, codes, terms = rows
-    state = _insert.write_rows(state, slots, x, norms, codes, terms, seqs, donate=donate)
-    if spill is None:
-        return state
-    _, codes2, terms2 = spill
-    return _insert.write_rows(state, slots2, x, norms, codes2, terms2, seqs, labels, donate=True)
-
-
-STREAM_CHUNK_ROWS = 65_536  # rows per committed chunk of a streamed add
-
-
-def _note_committed(err: BaseException, done: int, what: str) -> None:
-    """Tell the caller of a chunked add how far it got (the index holds those rows)."""
-    err.committed_rows = done  # type: ignore[attr-defined]
-    err.add_note(
-        f"{what}: {done} rows were committed before this error and stay in the index; "
-        "the failed chunk was not applied"
-    )
-
-
-class _Pending:
-    """Rows gathered from a stream, taken from the front in chunks."""
-
-    def __init__(self, dim: int):
-        self.dim = dim
-        self.ids: list = []
-        self.metas: list = []
-        self.parts: list[np.ndarray] = []
-        self.n = 0
-
-    def add(self, item) -> None:
-        if not isinstance(item, tuple) or len(item) not in (2, 3):
-            raise TypeError(
-                "each stream item must be a tuple (ids, vectors) or (ids, vectors, metadata), "
-                f"got {type(item).__name__}"
-            )
-        ids, vectors = item[0], item[1]
-        metadata = item[2] if len(item) == 3 else None
-        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
-            raise TypeError("ids must be a sequence (list, tuple or array) of ids")
-        x = as_vector_array(vectors, self.dim, rank=2, what="vectors")
-        ids = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
-        if metadata is None:
-            metas = [None] * len(ids)
-        elif isinstance(metadata, dict) or not hasattr(metadata, "__len__"):
-            raise TypeError("metadata must be None or a sequence of dicts/None, one per id")
-        else:
-            metas = list(metadata)
-        if not (len(ids) == x.shape[0] == len(metas)):
-            raise InvalidConfigError(
-                f"ids ({len(ids)}), vectors ({x.shape[0]}) and metadata ({len(metas)}) "
-                "must have equal lengths"
-            )
-        self.ids += ids
-        self.metas += metas
-        self.parts.append(x)
-        self.n += len(ids)
-
-    def rows(self) -> np.ndarray:
-        """All pending vectors as one array (kept pending)."""
-        if len(self.parts) > 1:
-            self.parts = [np.concatenate(self.parts)]
-        return self.parts[0] if self.parts else np.zeros((0, self.dim), np.float32)
-
-    def take(self, n: int) -> tuple[list, np.ndarray, list]:
-        """Remove and return the first ``n`` pending rows."""
-        x = self.rows()
-        ids, metas = self.ids[:n], self.metas[:n]
-        del self.ids[:n], self.metas[:n]
-        self.parts = [x[n:]] if n < x.shape[0] else []
-        self.n -= n
-        return ids, x[:n], metas
 
 
 def _choose_block_size(n: int, n_lists: int) -> int:
@@ -318,12 +233,16 @@ class IvfIndex:
             )
         return int(n)
 
-    @staticmethod
-    def _checked_refine(n) -> int:
+    def _checked_refine(self, n) -> int:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise TypeError(f"pq_refine_factor must be an int, got {type(n).__name__}")
         if n < 0:
             raise InvalidConfigError(f"pq_refine_factor must be >= 0, got {n}")
+        if n > 0 and not self._config.keep_raw_vectors:
+            raise InvalidConfigError(
+                f"refine factor {n} needs the raw vectors, which a codes-only index "
+                "(keep_raw_vectors=False) does not keep; use 0 (ADC distances)"
+            )
         return int(n)
 
     def set_n_probes(self, n: int) -> None:
@@ -405,11 +324,11 @@ class IvfIndex:
         self._next_seq = next_seq
 
     def _live_entries(self):
-        """Live ``(ids, vectors f32[n, d], metadata, seqs)`` in seq order."""
+        """Live ``(ids, vectors f32[n, d], metadata, seqs)`` in seq order (codes-only
+        IVF-PQ: the reconstructions)."""
         entries = self._entries
         slots = entries.live_slots()
-        B = self._state.block_size
-        vec = np.asarray(self._state.vectors)[slots // B, slots % B]
+        vec = self._vectors_of(slots)
         ids = [entries.slot_id[s] for s in slots.tolist()]
         return ids, vec, [entries.meta.get(i) for i in ids], entries.slot_seq[slots].copy()
 
@@ -425,13 +344,14 @@ class IvfIndex:
             by_residual=self._config.pq_by_residual,
             block_size=block,
             spill=self._config.spill_lambda is not None,
+            keep_vectors=self._config.keep_raw_vectors,
         )
         seqs = np.asarray(seqs, np.int64)
-        labels, rows, spill = self._prepare(state, x)
-        slots = _allocate(layout, labels, seqs)
-        slots2 = None if spill is None else _allocate(layout, spill[0], seqs)
+        labels, rows, spill = _insert.prepare_entries(state, x, self._config.spill_lambda)
+        slots = _insert.allocate_slots(layout, labels, seqs)
+        slots2 = None if spill is None else _insert.allocate_slots(layout, spill[0], seqs)
         state = state.grown(layout.n_blocks, layout.width)
-        state = _write_entries(state, slots, rows, seqs, slots2, spill, labels, donate=True)
+        state = _insert.write_entries(state, slots, rows, seqs, slots2, spill, labels, donate=True)
         state = state.replace(**_insert.table_arrays(layout))
         # -- commit (nothing below can fail on valid input)
         self._state, self._layout, self._state_exported = state, layout, False
@@ -440,26 +360,6 @@ class IvfIndex:
         self._clear_entries(layout.n_blocks * block)
         self._entries.bind(list(ids), slots, list(metas), seqs, slots2=slots2)
         self._next_seq = int(max(seqs)) + 1 if n else 0
-
-    def _prepare(self, state: IvfState, x: np.ndarray):
-        """Lists (host ``int64[n]``) of rows ``x``; the padded device rows, norms,
-        PQ codes and residual terms that :func:`_insert.write_rows` takes; and,
-        when the state spills, ``(spilled lists int64[n], codes, terms)`` of the
-        spilled copies (else None)."""
-        n = x.shape[0]
-        m = state.codes.shape[-1]
-        if n == 0:
-            empty = (np.zeros(0, np.int64), np.zeros((0, m), np.uint8), np.zeros(0, np.float32))
-            rows = (x, np.zeros(0, np.float32), *empty[1:])
-            return empty[0], rows, (empty if state.spills else None)
-        xd = _insert.device_rows(x, _insert.padded_rows(n))
-        labels, norms, codes, terms = _insert.prepare_rows(state, xd, np.int32(n))
-        spill = None
-        if state.spills:
-            lam = np.float32(self._config.spill_lambda)
-            lists, codes2, terms2 = _insert.prepare_spill(state, xd, labels, lam, np.int32(n))
-            spill = (np.asarray(lists)[:n].astype(np.int64), codes2, terms2)
-        return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes, terms), spill
 
     def _touch(self) -> None:
         self._runner.invalidate()
@@ -526,7 +426,7 @@ class IvfIndex:
                 done += len(canon[s:e])
                 bar.update(len(canon[s:e]))
         except BaseException as err:
-            _note_committed(err, done, "insert_batch")
+            note_committed(err, done, "insert_batch")
             raise
         finally:
             bar.close()
@@ -568,7 +468,7 @@ class IvfIndex:
         if chunk_rows < 1:
             raise InvalidConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
         bar = progress_bar(progress, total=None, desc="add_stream")
-        pending = _Pending(self._dim)
+        pending = PendingRows(self._dim)
         done = 0
 
         def commit(n: int) -> None:
@@ -592,7 +492,7 @@ class IvfIndex:
             while pending.n:
                 commit(min(chunk_rows, pending.n))
         except BaseException as err:
-            _note_committed(err, done, "add_stream")
+            note_committed(err, done, "add_stream")
             raise
         finally:
             bar.close()
@@ -667,20 +567,22 @@ class IvfIndex:
                 f"sequence numbers exhausted ({SEQ_LIMIT}); retrain() into a new index"
             )
         state, layout = self._require_trained()
-        labels, rows, spill = self._prepare(state, x)
+        labels, rows, spill = _insert.prepare_entries(state, x, self._config.spill_lambda)
         layout = layout.copy()
         old = np.array([s for i in replace for s in self._entries.entry_slots(i)], np.int64)
         for s in old.tolist():
             layout.release(s)
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
-        slots = _allocate(layout, labels, seqs)
-        slots2 = None if spill is None else _allocate(layout, spill[0], seqs)
+        slots = _insert.allocate_slots(layout, labels, seqs)
+        slots2 = None if spill is None else _insert.allocate_slots(layout, spill[0], seqs)
         donate = self._donate()
         if old.size:  # cleared first: a new row may take a slot freed here
             state, donate = _insert.clear_rows(state, old, donate=donate), True
         if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
             state, donate = state.grown(layout.n_blocks, layout.width), True
-        state = _write_entries(state, slots, rows, seqs, slots2, spill, labels, donate=donate)
+        state = _insert.write_entries(
+            state, slots, rows, seqs, slots2, spill, labels, donate=donate
+        )
         state = state.replace(**_insert.table_arrays(layout))
         # -- commit
         self._state, self._layout = state, layout
@@ -728,14 +630,25 @@ class IvfIndex:
             self._compact()
 
     def _compact(self) -> None:
-        """Rebuild the layout from the live entries (drops holes); unobservable."""
-        state, _ = self._require_trained()
-        ids, x, metas, seqs = self._live_entries()
-        res = _insert.Fitted(state.centroids, self._kmeans_iterations, self._kmeans_inertia)
-        codebooks = state.codebooks if state.is_pq else None
-        next_seq = self._next_seq
-        self._install(res, codebooks, state.block_size, ids, x, metas, seqs)
-        self._next_seq = next_seq
+        """Rebuild the layout from the live entries (drops holes); unobservable
+        (see :func:`_insert.compacted`)."""
+        state, layout = self._require_trained()
+        new = _insert.compacted(state, layout, self._entries)
+        # -- commit
+        self._state, self._layout, self._entries = new
+        self._state_exported = False
+        self._runner.invalidate()
+
+    def _vectors_of(self, slots: np.ndarray) -> np.ndarray:
+        """Host ``f32[n, d]`` vectors of ``slots``: stored, or for codes-only IVF-PQ
+        the reconstructions."""
+        state, layout = self._require_trained()
+        if state.keeps_vectors:
+            B = state.block_size
+            if len(slots) == 1:  # one row: index on the device, move only it
+                return np.asarray(state.vectors[int(slots[0]) // B, int(slots[0]) % B])[None]
+            return np.asarray(state.vectors)[slots // B, slots % B]
+        return _insert.reconstruct_rows(state, slots, layout.list_of(slots))
 
     # --------------------------------------------------------------------- get
     def get(self, id):
@@ -748,8 +661,7 @@ class IvfIndex:
         if id_ not in self._entries:
             raise NotFoundError(id_)
         slot = self._entries.id_slot[id_]
-        B = self._state.block_size
-        vec = np.array(self._state.vectors[slot // B, slot % B], np.float32)
+        vec = np.array(self._vectors_of(np.array([slot]))[0], np.float32)
         return vec, self._entries.metadata(id_)
 
     def filter_mask(self, filter=None) -> jax.Array:
@@ -943,6 +855,12 @@ class IvfIndex:
         """
         mem = self._memory()
         live = len(self._entries)
+        row_fields = ("vectors", "norms", "codes", "pq_terms", "seqs", "valid", "twin")
+        row_bytes = (
+            None
+            if self._state is None
+            else sum(mem[f] for f in row_fields) // (self._state.n_blocks * self._state.block_size)
+        )
         lay = self._layout
         live_rows = 0 if lay is None else int(lay.list_live.sum())
         extra = {
@@ -959,6 +877,9 @@ class IvfIndex:
             "capacity": 0 if self._state is None else self._state.n_blocks * self._state.block_size,
             "block_size": None if self._state is None else self._state.block_size,
             "padding_ratio": (lay.allocated_rows() / live_rows) if lay and live else None,
+            "keep_raw_vectors": self._config.keep_raw_vectors,
+            "row_bytes": row_bytes,
+            "bytes_per_vector": (sum(mem.values()) / live) if live else None,
             "last_search": self._runner.last_search_stats(),
             "memory": mem,
         }

@@ -11,9 +11,10 @@ import numpy as np
 
 from ._assign import MIN_ROWS, assign, coarse_kind
 from ._config import Metric
+from ._entries import EntryTable
 from ._layout import BlockLayout, pow2_at_least
 from ._metrics import row_norms
-from ._pq import pq_encode_fast, residual_terms
+from ._pq import pq_decode, pq_encode_fast, residual_terms
 from ._spill import spill_assign
 from ._state import IvfState
 from ._tiles import tile_rows
@@ -81,7 +82,7 @@ def stored_norms(x: jax.Array, metric: Metric) -> jax.Array:
 def _write(arrays, b, r, x, norms, codes, terms, seqs, twin):
     vectors, nrm, cds, trm, sq, valid, tw = arrays
     return (
-        vectors.at[b, r].set(x, mode="drop"),
+        vectors.at[b, r].set(x, mode="drop") if vectors.shape[2] else vectors,
         nrm.at[b, r].set(norms, mode="drop"),
         cds.at[b, r].set(codes, mode="drop"),
         trm.at[b, r].set(terms, mode="drop") if trm.shape[1] else trm,
@@ -179,6 +180,44 @@ def write_rows(state, slots, x, norms, codes, terms, seqs, twin=None, *, donate:
     return state.replace(vectors=v, norms=nr, codes=c, pq_terms=t, seqs=s, valid=ok, twin=w)
 
 
+@jax.jit
+def _gather(state: IvfState, b: jax.Array, r: jax.Array):
+    terms = state.pq_terms[b, r] if state.keeps_pq_terms else jnp.zeros((b.shape[0], 0))
+    return state.vectors[b, r], state.norms[b, r], state.codes[b, r], terms
+
+
+def read_rows(state: IvfState, slots: np.ndarray):
+    """The stored ``(x, norms, codes, terms)`` of ``slots`` (host ``int[n]``), on
+    the device and padded to :func:`padded_rows` as :func:`write_rows` takes
+    them: writing them to new slots moves rows without re-assigning or
+    re-encoding. ``x`` is ``[n_pad, 0]`` for codes-only IVF-PQ, ``terms``
+    ``[n_pad, 0]`` where the state keeps none."""
+    n_pad = padded_rows(len(slots))
+    b, r = _split(state, np.asarray(slots), n_pad)
+    b = np.minimum(b, state.n_blocks - 1)  # padding rows read a real row, unused
+    return _gather(state, b, r)
+
+
+@jax.jit
+def _reconstruct(state: IvfState, b: jax.Array, r: jax.Array, lists: jax.Array) -> jax.Array:
+    x = pq_decode(state.codes[b, r], state.codebooks)
+    if state.by_residual:
+        x = x + state.centroids[lists]
+    return x
+
+
+def reconstruct_rows(state: IvfState, slots: np.ndarray, lists: np.ndarray) -> np.ndarray:
+    """Host ``f32[n, d]``: the IVF-PQ reconstruction of ``slots`` (the decoded
+    code, plus the centroid of the row's list ``lists[i]`` when by residual)."""
+    n = len(slots)
+    n_pad = padded_rows(n)
+    b, r = _split(state, np.asarray(slots), n_pad)
+    b = np.minimum(b, state.n_blocks - 1)
+    lp = np.zeros(n_pad, np.int32)
+    lp[:n] = lists
+    return np.asarray(_reconstruct(state, b, r, lp))[:n]
+
+
 def clear_rows(state: IvfState, slots: np.ndarray, *, donate: bool) -> IvfState:
     """Mark ``slots`` as not live."""
     n_pad = pow2_at_least(len(slots))
@@ -187,9 +226,92 @@ def clear_rows(state: IvfState, slots: np.ndarray, *, donate: bool) -> IvfState:
     return state.replace(valid=fn(state.valid, b, r))
 
 
+def prepare_entries(state: IvfState, x: np.ndarray, spill_lambda: float | None):
+    """Everything :func:`write_entries` needs for host rows ``x`` ``f32[n, d]``.
+
+    Returns:
+        ``(labels, rows, spill)``: the rows' lists (host ``int64[n]``); the padded
+        device rows, norms, PQ codes and residual terms that :func:`write_rows`
+        takes; and, when the state spills, ``(spilled lists int64[n], codes,
+        terms)`` of the spilled copies (else None).
+    """
+    n = x.shape[0]
+    m = state.codes.shape[-1]
+    if n == 0:
+        empty = (np.zeros(0, np.int64), np.zeros((0, m), np.uint8), np.zeros(0, np.float32))
+        rows = (x, np.zeros(0, np.float32), *empty[1:])
+        return empty[0], rows, (empty if state.spills else None)
+    xd = device_rows(x, padded_rows(n))
+    labels, norms, codes, terms = prepare_rows(state, xd, np.int32(n))
+    spill = None
+    if state.spills:
+        lam = np.float32(spill_lambda)
+        lists, codes2, terms2 = prepare_spill(state, xd, labels, lam, np.int32(n))
+        spill = (np.asarray(lists)[:n].astype(np.int64), codes2, terms2)
+    return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes, terms), spill
+
+
+def allocate_slots(layout: BlockLayout, labels: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+    """Slots for rows bound for lists ``labels``: each list's new rows fill its
+    blocks contiguously, in seq order."""
+    order = np.lexsort((seqs, labels)) if labels.size else np.zeros(0, np.int64)
+    slots = np.empty(labels.size, np.int64)
+    slots[order] = layout.allocate(labels[order])
+    return slots
+
+
+def write_entries(state, slots, rows, seqs, slots2, spill, labels, *, donate: bool):
+    """Write entries into their own ``slots`` and, with ``spill`` (from
+    :func:`prepare_entries`), their spilled copies into ``slots2`` (``twin`` = own list)."""
+    x, norms, codes, terms = rows
+    state = write_rows(state, slots, x, norms, codes, terms, seqs, donate=donate)
+    if spill is None:
+        return state
+    _, codes2, terms2 = spill
+    return write_rows(state, slots2, x, norms, codes2, terms2, seqs, labels, donate=True)
+
+
 def table_arrays(layout: BlockLayout) -> dict:
     """Device copies of the layout's block table."""
     return {
         "list_blocks": jnp.asarray(layout.list_blocks),
         "list_nblocks": jnp.asarray(layout.list_nblocks),
     }
+
+
+def compacted(
+    state: IvfState, layout: BlockLayout, entries: EntryTable
+) -> tuple[IvfState, BlockLayout, EntryTable]:
+    """The live entries moved into a fresh layout without holes.
+
+    Rows are moved as stored (lists, codes, norms, terms, spill twins), never
+    re-assigned or re-encoded, so codes-only IVF-PQ compacts without raw vectors;
+    the result equals a fresh insert of the live entries in seq order, so the
+    move is unobservable. Pure: the inputs are not changed.
+    """
+    own = entries.live_slots()
+    seqs = entries.slot_seq[own]
+    labels = layout.list_of(own).astype(np.int64)
+    twin = entries.slot_twin[own] if entries.slot_twin.size else None
+    new_layout = BlockLayout(state.n_lists, state.block_size)
+    slots = allocate_slots(new_layout, labels, seqs)
+    slots2 = None if twin is None else allocate_slots(new_layout, layout.list_of(twin), seqs)
+    new = IvfState.create(
+        state.centroids,
+        metric=state.metric,
+        codebooks=state.codebooks if state.is_pq else None,
+        by_residual=state.by_residual,
+        block_size=state.block_size,
+        spill=state.spills,
+        keep_vectors=state.keeps_vectors,
+    ).grown(new_layout.n_blocks, new_layout.width)
+    x, norms, codes, terms = read_rows(state, own)
+    new = write_rows(new, slots, x, norms, codes, terms, seqs, donate=True)
+    if twin is not None:
+        x, norms, codes, terms = read_rows(state, twin)
+        new = write_rows(new, slots2, x, norms, codes, terms, seqs, labels, donate=True)
+    new = new.replace(**table_arrays(new_layout))
+    ids = [entries.slot_id[s] for s in own.tolist()]
+    new_entries = EntryTable(new_layout.n_blocks * state.block_size, spills=twin is not None)
+    new_entries.bind(ids, slots, [entries.meta.get(i) for i in ids], seqs, slots2=slots2)
+    return new, new_layout, new_entries

@@ -86,6 +86,11 @@ class IvfState:
         return self.list_blocks.shape[1]
 
     @property
+    def keeps_vectors(self) -> bool:
+        """Whether raw vectors are stored (False only for codes-only IVF-PQ)."""
+        return self.vectors.shape[2] > 0
+
+    @property
     def is_pq(self) -> bool:
         return self.codebooks.shape[0] > 0
 
@@ -116,8 +121,10 @@ class IvfState:
         n_blocks: int = 8,
         table_width: int = 1,
         spill: bool = False,
+        keep_vectors: bool = True,
     ) -> "IvfState":
-        """An empty state with the given capacity (``spill``: keep ``twin``).
+        """An empty state with the given capacity (``spill``: keep ``twin``;
+        ``keep_vectors=False``: codes-only IVF-PQ, ``vectors`` is ``[n_blocks, B, 0]``).
 
         Raises:
             InvalidConfigError: for inconsistent shapes or sizes.
@@ -145,7 +152,7 @@ class IvfState:
         term_width = block_size if by_residual and metric is Metric.EUCLIDEAN else 0
         return cls(
             centroids=centroids,
-            vectors=jnp.zeros((n_blocks, block_size, d), jnp.float32),
+            vectors=jnp.zeros((n_blocks, block_size, d if keep_vectors else 0), jnp.float32),
             norms=jnp.zeros((n_blocks, block_size), jnp.float32),
             codes=jnp.zeros((n_blocks, block_size, m), jnp.uint8),
             pq_terms=jnp.zeros((n_blocks, term_width), jnp.float32),
