@@ -219,7 +219,15 @@ def assign(
     best, unsure = out[:, 0], out[:, 1].astype(bool)
     if n_rows is not None:
         unsure &= jnp.arange(n) < n_rows
-    return recheck_rows(x, best, unsure, lambda r: probe(r, centroids, kind, 1, c_sq)[:, 0])
+
+    def exact(rows: jax.Array) -> jax.Array:
+        # in tiles: one top_k over [n, nlist] scores would hold them all at once
+        # (a 1M-row re-check at 4,096 lists asked XLA for 32 GiB)
+        return tile_rows(
+            lambda t, c, cs: probe(t, c, kind, 1, cs)[:, 0], rows, (centroids, c_sq), _FAST_TILE
+        )
+
+    return recheck_rows(x, best, unsure, exact)
 
 
 # Batches for assignment/probing are padded to at least this many rows (fewer

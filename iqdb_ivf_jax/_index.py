@@ -6,6 +6,7 @@ metadata, insertion sequence numbers and the block layout.
 """
 
 import dataclasses
+import functools
 import math
 from fractions import Fraction
 
@@ -23,6 +24,7 @@ from ._errors import (
 )
 from ._filter import as_filter
 from ._layout import BlockLayout, pow2_at_least
+from ._locks import ReadWriteLock, deferred_interrupt
 from ._progress import progress_bar
 from ._results import Hit, IndexStats, IvfClusterStats, SearchParams
 from ._search.runner import PATHS, SearchRunner
@@ -60,6 +62,33 @@ def _canonical_int_ids(ids) -> list | None:
     if ids.dtype.kind == "i" and ids.size and int(ids.min()) < 0:
         return None
     return ids.tolist()
+
+
+MAX_K = 1 << 20  # results per query
+MAX_RESULTS = 1 << 28  # results per call (queries x k): ~3 GB of distances and ids
+MAX_REFINE = 1 << 16  # IVF-PQ re-rank factor
+
+
+def _writes(method):
+    """Run an IvfIndex method as a writer: alone, after the searches in flight."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock.write():
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+def _reads(method):
+    """Run an IvfIndex method as a reader: beside other readers, never a writer."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock.read():
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 def _choose_block_size(n: int, n_lists: int) -> int:
@@ -124,6 +153,7 @@ class IvfIndex:
         self._kmeans_inertia: float | None = None
         self._disk_bytes: int | None = None  # size of the last save / load
         self._runner = SearchRunner()
+        self._lock = ReadWriteLock()
         self._clear_entries()
 
     @classmethod
@@ -186,6 +216,7 @@ class IvfIndex:
         return self._config.pq_refine_factor
 
     @property
+    @_reads
     def state(self) -> IvfState:
         """The current :class:`IvfState` pytree (for :mod:`iqdb_ivf_jax.functional`).
 
@@ -238,6 +269,11 @@ class IvfIndex:
             raise TypeError(f"pq_refine_factor must be an int, got {type(n).__name__}")
         if n < 0:
             raise InvalidConfigError(f"pq_refine_factor must be >= 0, got {n}")
+        if n > MAX_REFINE:
+            raise InvalidConfigError(
+                f"pq_refine_factor must be <= {MAX_REFINE}, got {n} (a factor past the "
+                "index size re-ranks nothing more; use a smaller one)"
+            )
         if n > 0 and not self._config.keep_raw_vectors:
             raise InvalidConfigError(
                 f"refine factor {n} needs the raw vectors, which a codes-only index "
@@ -245,11 +281,13 @@ class IvfIndex:
             )
         return int(n)
 
+    @_writes
     def set_n_probes(self, n: int) -> None:
         """Set the lists scanned per query (faiss ``nprobe``); a search's own
         ``n_probes=`` overrides it for that call only."""
         self._config = dataclasses.replace(self._config, n_probes=self._checked_n_probes(n))
 
+    @_writes
     def set_pq_refine_factor(self, n: int) -> None:
         """Set the PQ re-rank factor (0 = ADC distances; unused in Flat mode); a
         search's own ``refine=`` overrides it for that call only."""
@@ -271,6 +309,7 @@ class IvfIndex:
                 f"subvector), got {self._working_set_size(n)}"
             )
 
+    @_writes
     def train(self, sample) -> None:
         """Fit the coarse quantizer (and PQ codebooks) on ``sample`` ``(n, dim)``.
 
@@ -303,6 +342,7 @@ class IvfIndex:
         block = _choose_block_size(n_ws, self._config.n_clusters)
         self._install(res, codebooks, block, [], np.zeros((0, self._dim), np.float32), [], [])
 
+    @_writes
     def retrain(self) -> None:
         """Refit on the live vectors (in insertion order), keeping ids, metadata
         and seqs; reassign and re-encode everything. Atomic: on error nothing
@@ -353,13 +393,16 @@ class IvfIndex:
         state = state.grown(layout.n_blocks, layout.width)
         state = _insert.write_entries(state, slots, rows, seqs, slots2, spill, labels, donate=True)
         state = state.replace(**_insert.table_arrays(layout))
-        # -- commit (nothing below can fail on valid input)
-        self._state, self._layout, self._state_exported = state, layout, False
-        self._kmeans_iterations = int(res.n_iter)
-        self._kmeans_inertia = float(res.inertia)
-        self._clear_entries(layout.n_blocks * block)
-        self._entries.bind(list(ids), slots, list(metas), seqs, slots2=slots2)
-        self._next_seq = int(max(seqs)) + 1 if n else 0
+        entries = EntryTable(layout.n_blocks * block, spills=self._config.spill_lambda is not None)
+        entries.bind(list(ids), slots, list(metas), seqs, slots2=slots2)
+        iterations, inertia = int(res.n_iter), float(res.inertia)  # waits for the fit
+        jax.block_until_ready(state)  # a failed kernel raises here, before the commit
+        with deferred_interrupt():
+            self._state, self._layout, self._state_exported = state, layout, False
+            self._kmeans_iterations, self._kmeans_inertia = iterations, inertia
+            self._entries = entries
+            self._next_seq = int(max(seqs)) + 1 if n else 0
+            self._runner.invalidate()
 
     def _touch(self) -> None:
         self._runner.invalidate()
@@ -370,6 +413,7 @@ class IvfIndex:
         return donate
 
     # ------------------------------------------------------------------ insert
+    @_writes
     def insert(self, id, vector, metadata=None) -> None:
         """Insert one vector ``(dim,)`` under a new id, with optional metadata.
 
@@ -388,6 +432,7 @@ class IvfIndex:
             raise DuplicateIdError(id_)
         self._add([id_], x[None, :], [meta])
 
+    @_writes
     def insert_batch(self, ids, vectors, metadata=None, *, progress: bool | None = False) -> None:
         """Insert ``n`` vectors ``(n, dim)``; validated whole, applied atomically.
 
@@ -498,6 +543,7 @@ class IvfIndex:
             bar.close()
         return done
 
+    @_writes
     def upsert(self, ids, vectors, metadata=None) -> None:
         """Insert ``n`` vectors, replacing the entries of ids that are already live.
 
@@ -575,27 +621,30 @@ class IvfIndex:
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
         slots = _insert.allocate_slots(layout, labels, seqs)
         slots2 = None if spill is None else _insert.allocate_slots(layout, spill[0], seqs)
-        donate = self._donate()
-        if old.size:  # cleared first: a new row may take a slot freed here
-            state, donate = _insert.clear_rows(state, old, donate=donate), True
-        if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
-            state, donate = state.grown(layout.n_blocks, layout.width), True
-        state = _insert.write_entries(
-            state, slots, rows, seqs, slots2, spill, labels, donate=donate
-        )
-        state = state.replace(**_insert.table_arrays(layout))
-        # -- commit
-        self._state, self._layout = state, layout
-        self._entries.grow(layout.n_blocks * layout.block_size)
-        for i in replace:
-            self._entries.unbind(i)
-        self._entries.bind(ids, slots, metas, seqs, int_ids, slots2)
-        self._next_seq += n
-        self._touch()
+        tables = _insert.table_arrays(layout)
+        with deferred_interrupt():  # from the first donation to the end of the commit
+            donate = self._donate()
+            if old.size:  # cleared first: a new row may take a slot freed here
+                state, donate = _insert.clear_rows(state, old, donate=donate), True
+            if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
+                state, donate = state.grown(layout.n_blocks, layout.width), True
+            state = _insert.write_entries(
+                state, slots, rows, seqs, slots2, spill, labels, donate=donate
+            )
+            state = state.replace(**tables)
+            # -- commit
+            self._state, self._layout = state, layout
+            self._entries.grow(layout.n_blocks * layout.block_size)
+            for i in replace:
+                self._entries.unbind(i)
+            self._entries.bind(ids, slots, metas, seqs, int_ids, slots2)
+            self._next_seq += n
+            self._touch()
         if layout.n_holes > max(1024, len(self._entries)):
             self._compact()
 
     # ------------------------------------------------------------------ delete
+    @_writes
     def delete(self, id) -> None:
         """Remove one id, or every id of a sequence (list, tuple, range or 1-D
         array) at once; they leave ``len``, results, ``get`` and ``in`` at once.
@@ -620,12 +669,15 @@ class IvfIndex:
             return
         state, layout = self._require_trained()
         slots = [s for id_ in canon for s in self._entries.entry_slots(id_)]
-        self._state = _insert.clear_rows(state, np.array(slots), donate=self._donate())
+        layout = layout.copy()
         for s in slots:
             layout.release(s)
-        for id_ in canon:
-            self._entries.unbind(id_)
-        self._touch()
+        with deferred_interrupt():  # from the donation to the end of the commit
+            self._state = _insert.clear_rows(state, np.array(slots), donate=self._donate())
+            self._layout = layout
+            for id_ in canon:
+                self._entries.unbind(id_)
+            self._touch()
         if layout.n_holes > max(1024, len(self._entries)):
             self._compact()
 
@@ -633,11 +685,11 @@ class IvfIndex:
         """Rebuild the layout from the live entries (drops holes); unobservable
         (see :func:`_insert.compacted`)."""
         state, layout = self._require_trained()
-        new = _insert.compacted(state, layout, self._entries)
-        # -- commit
-        self._state, self._layout, self._entries = new
-        self._state_exported = False
-        self._runner.invalidate()
+        with deferred_interrupt():  # compacted() donates nothing; the swap is atomic
+            new = _insert.compacted(state, layout, self._entries)
+            self._state, self._layout, self._entries = new
+            self._state_exported = False
+            self._runner.invalidate()
 
     def _vectors_of(self, slots: np.ndarray) -> np.ndarray:
         """Host ``f32[n, d]`` vectors of ``slots``: stored, or for codes-only IVF-PQ
@@ -651,6 +703,7 @@ class IvfIndex:
         return _insert.reconstruct_rows(state, slots, layout.list_of(slots))
 
     # --------------------------------------------------------------------- get
+    @_reads
     def get(self, id):
         """Return ``(vector float32 copy, metadata copy or None)``.
 
@@ -664,6 +717,7 @@ class IvfIndex:
         vec = np.array(self._vectors_of(np.array([slot]))[0], np.float32)
         return vec, self._entries.metadata(id_)
 
+    @_reads
     def filter_mask(self, filter=None) -> jax.Array:
         """The rows a search may return, as the ``mask=`` of :mod:`functional`.
 
@@ -683,6 +737,7 @@ class IvfIndex:
             flt.validate()
         return self._runner.mask(state, self._entries, flt)
 
+    @_reads
     def ids_for_slots(self, slots) -> list:
         """Map slots from :mod:`functional` results back to ids (``-1`` -> None)."""
         return self._entries.ids_for_slots(slots)
@@ -698,6 +753,10 @@ class IvfIndex:
             raise TypeError(f"k must be an int or SearchParams, got {type(k).__name__}")
         if k < 0:
             raise InvalidConfigError(f"k must be >= 0, got {k}")
+        if k > MAX_K:
+            raise InvalidConfigError(
+                f"k must be <= {MAX_K:,}, got {k}; an index returns at most len(index) hits"
+            )
         return int(k), as_filter(filter), metric
 
     def _search(self, queries, k, filter, rank: int, path="auto", n_probes=None, refine=None):
@@ -721,27 +780,30 @@ class IvfIndex:
             )
         q2 = q.reshape(-1, self._dim)
         nq = q2.shape[0]
+        if nq * k > MAX_RESULTS:
+            raise InvalidConfigError(
+                f"{nq} queries x k={k} would return {nq * k:,} results (limit {MAX_RESULTS:,}); "
+                "search in smaller batches or with a smaller k"
+            )
+        if flt is not None:
+            flt.validate()  # the limits hold on every call, even when nothing is searched
         entries = self._entries
         empty = (np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64), entries)
-        if k == 0 or not entries:
+        if k == 0 or not entries or nq == 0:
             return empty
-        if flt is not None:
-            flt.validate()
-        if nq == 0:
-            return empty
+        # no search returns more than the live entries (each once): k past that is
+        # padding, and so is a refine shortlist past them
+        k_run = min(k, len(entries))
+        refine = min(refine, -(-len(entries) // k_run)) if state.is_pq else 0
         D, S = self._runner.run(
-            state,
-            layout,
-            entries,
-            q2,
-            k,
-            flt,
-            n_probes=n_probes,
-            refine=refine if state.is_pq else 0,
-            path=path,
+            state, layout, entries, q2, k_run, flt, n_probes=n_probes, refine=refine, path=path
         )
+        if k_run < k:
+            D = np.concatenate([D, np.full((nq, k - k_run), np.inf, np.float32)], axis=1)
+            S = np.concatenate([S, np.full((nq, k - k_run), -1, np.int64)], axis=1)
         return D, S, entries
 
+    @_reads
     def search(self, query, k=10, *, filter=None, n_probes=None, refine=None) -> list[Hit]:
         """The ``k`` nearest live vectors to ``query`` ``(dim,)``, nearest first.
 
@@ -767,6 +829,7 @@ class IvfIndex:
         D, S, entries = self._search(query, k, filter, 1, "auto", n_probes, refine)
         return entries.hits(D, S)[0] if D.shape[0] else []
 
+    @_reads
     def search_batch(
         self, queries, k=10, *, filter=None, path="auto", n_probes=None, refine=None
     ) -> list[list[Hit]]:
@@ -784,6 +847,7 @@ class IvfIndex:
         D, S, entries = self._search(queries, k, filter, 2, path, n_probes, refine)
         return entries.hits(D, S)
 
+    @_reads
     def search_arrays(self, queries, k=10, *, filter=None, path="auto", n_probes=None, refine=None):
         """Batch search returning NumPy arrays ``(D, I)``, each ``[nq, k]``.
 
@@ -797,6 +861,7 @@ class IvfIndex:
         return D, entries.id_array(S)
 
     # ------------------------------------------------------------ probe tuning
+    @_reads
     def suggest_n_probes(self, coverage: float) -> int:
         """Smallest ``n_probes`` whose largest lists hold ``ceil(live * coverage)``
         vectors, in ``[1, n_clusters]``. Pure.
@@ -825,6 +890,7 @@ class IvfIndex:
         return max(1, min(n_lists, n))
 
     # ------------------------------------------------------------------- stats
+    @_reads
     def cluster_stats(self) -> IvfClusterStats:
         """Live list sizes (``[]`` when untrained) with mean and variance."""
         sizes = [] if self._layout is None else [int(s) for s in self._layout.list_live]
@@ -844,6 +910,7 @@ class IvfIndex:
             )
         return mem
 
+    @_reads
     def stats(self) -> IndexStats:
         """Totals and IVF details; ``extra["memory"]`` sums to ``memory_bytes``.
 

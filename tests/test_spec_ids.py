@@ -141,8 +141,12 @@ def test_b09_bad_id_types(bad):
     with pytest.raises(TypeError):
         idx.insert_batch([bad], [[0.0, 0.0]])
     assert len(idx) == 0
-    with pytest.raises(TypeError):
-        idx.delete(bad)
+    if isinstance(bad, (list, tuple)):  # delete takes a sequence of ids (semantics §6)
+        with pytest.raises(NotFoundError):
+            idx.delete(bad)
+    else:
+        with pytest.raises(TypeError):
+            idx.delete(bad)
     with pytest.raises(TypeError):
         idx.get(bad)
 
@@ -368,20 +372,26 @@ def test_b39_filter_limits_at_index(coloured):
         idx.search(q, k=8, filter={"uid": {"$in": list(range(1025))}})
 
 
-def test_b39_over_limit_filter_passes_when_k0_or_empty(coloured):
+def test_b39_over_limit_filter_raises_even_when_k0_or_empty(coloured):
+    # our decision (semantics §3.3): the reference let an over-limit filter pass
+    # when k == 0 or the index was empty; we check the limits on every call
     idx, x, _m, queries = coloured
     bad = [nested_not(65), Filter.is_in("uid", list(range(1025)))]
     empty = IvfIndex(4, "euclidean", IvfConfig(n_clusters=6, n_probes=6, seed=7))
     empty.train(x)
     for f in bad:
-        assert idx.search(queries[0], k=0, filter=f) == []
-        assert idx.search_batch(queries[:2], k=0, filter=f) == [[], []]
-        D, I = idx.search_arrays(queries[:2], k=0, filter=f)
-        assert D.shape == I.shape == (2, 0)
-        assert empty.search(queries[0], k=8, filter=f) == []
-        D, I = empty.search_arrays(queries[:2], k=8, filter=f)
-        assert (I == -1).all() and np.isinf(D).all()
-    # but a malformed dict is a call-shape error, raised first
+        with pytest.raises(InvalidFilterError):
+            idx.search(queries[0], k=0, filter=f)
+        with pytest.raises(InvalidFilterError):
+            idx.search_batch(queries[:2], k=0, filter=f)
+        with pytest.raises(InvalidFilterError):
+            idx.search_arrays(queries[:2], k=0, filter=f)
+        with pytest.raises(InvalidFilterError):
+            empty.search(queries[0], k=8, filter=f)
+        with pytest.raises(InvalidFilterError):
+            empty.search_arrays(queries[:2], k=8, filter=f)
+    assert idx.search(queries[0], k=0, filter=Filter.eq("colour", "red")) == []
+    # a malformed dict is a call-shape error, raised first
     with pytest.raises(InvalidFilterError):
         empty.search(queries[0], k=0, filter={"a": {"$regex": "x"}})
 
