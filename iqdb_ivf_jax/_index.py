@@ -244,7 +244,45 @@ class IvfIndex:
             return False
 
     def flush(self) -> None:
-        """No-op (the index is in memory); kept for API parity."""
+        """No-op (the index is in memory); kept for API parity. Use :meth:`save`."""
+
+    @_reads
+    def save(self, path) -> None:
+        """Write the index to the directory ``path``, atomically.
+
+        The directory holds ``arrays.safetensors`` and ``manifest.json`` (format
+        in the README, "Saving and loading"); nothing is pickled. An existing
+        save at ``path`` is replaced only once the new one is complete: a crash
+        at any point leaves the old save or the new one loadable. Searches may
+        run during a save; writers wait. ``stats().disk_bytes`` reports the size.
+
+        Raises:
+            IndexFileError: ``path`` exists and is not a save (or an empty
+                directory), or the files cannot be written (the cause attached).
+        """
+        from ._persist import save_index
+
+        self._disk_bytes = save_index(self, path)
+
+    @classmethod
+    def load(cls, path, *, device=None) -> "IvfIndex":
+        """Read an index written by :meth:`save`, on any backend.
+
+        Every field is validated before anything is built; no k-means or
+        assignment runs. A loaded index gives the same results, bit for bit, as
+        the one saved (same backend and JAX version).
+
+        Args:
+            path: the save's directory.
+            device: a ``jax.Device`` for the state's arrays (None: the default).
+
+        Raises:
+            IndexFileError: a missing, truncated, corrupted, tampered or
+                future-version save, naming the file and field.
+        """
+        from ._persist import load_index
+
+        return load_index(path, device=device)
 
     def _require_trained(self) -> tuple[IvfState, BlockLayout]:
         """The state and layout; raises InvalidConfigError if untrained."""
@@ -950,7 +988,7 @@ class IvfIndex:
             "last_search": self._runner.last_search_stats(),
             "memory": mem,
         }
-        return IndexStats(live, int(sum(mem.values())), None, "ivf", extra)
+        return IndexStats(live, int(sum(mem.values())), self._disk_bytes, "ivf", extra)
 
     def __repr__(self) -> str:
         mode = "pq" if self._config.use_pq else "flat"

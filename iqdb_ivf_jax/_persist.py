@@ -43,8 +43,13 @@ float, here and in ``kmeans_inertia``, is written ``{"float64": "<its 64 bits in
 16 hex digits>"}``), ``files`` (``{"arrays.safetensors": {"bytes": n, "sha256":
 hex}}``) and, last, ``manifest_sha256``: the SHA-256 of the manifest without that
 key, serialised as ``json.dumps(m, indent=1, ensure_ascii=True,
-allow_nan=False)``. A round trip is bit-identical: every array, every id, every
-metadata value (floats by ``repr`` or by bits), the config and the counters.
+allow_nan=False)``. The file must be exactly that serialisation of the whole
+object plus a newline, so that any changed byte is caught.
+
+A round trip is bit-identical: every array, every id (and the order of the id
+map), every metadata value (floats by ``repr`` or by their bits), the config
+and the counters. A save first runs the load's checks on what it is about to
+write, so that whatever saves also loads.
 
 Writes are atomic
 -----------------
@@ -69,7 +74,7 @@ format and its version, every key and its type, the file sizes and checksums,
 the safetensors header, every array's dtype and shape against the manifest,
 and the values (slots, list and block ids in range, offsets monotone and inside
 their buffers, rows live exactly where an entry is, the layout's bookkeeping
-consistent with the rows, ids unique, floats finite where the index needs them).
+consistent with the rows, ids unique, stored vectors finite).
 Every failure raises :class:`IndexFileError` (a missing save included; the
 ``OSError``, JSON, safetensors or decoding error is its ``__cause__``).
 Loading runs no k-means, assignment or kernel: it only reads arrays and puts
@@ -88,12 +93,13 @@ import secrets
 import shutil
 import stat
 import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import jax
 import numpy as np
-import safetensors
 import safetensors.numpy
 
 from ._config import IvfConfig, Metric
@@ -112,7 +118,7 @@ FORMAT_VERSION = 1
 KEY_SCHEME_VERSION = 2
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.safetensors"
-SAVE_FILES = (ARRAYS, MANIFEST)  # written in this order; the manifest last
+SAVE_FILES = (ARRAYS, MANIFEST)  # written in this order: the manifest last
 ID_ENCODING = "kind-u8 int-u64 blob-utf8-surrogatepass offsets-i64"
 KIND_INT, KIND_STR, KIND_BYTES = 1, 2, 3
 
@@ -137,7 +143,6 @@ _LAYOUT_ATTRS = frozenset(
 _ENTRY_ATTRS = frozenset(
     ("id_slot", "slot_id", "slot_int", "slot_seq", "slot_twin", "meta", "meta_bytes", "n_wide_ids")
 )  # every attribute EntryTable.__init__ sets
-_JSON = {"indent": 1, "ensure_ascii": True, "allow_nan": False}
 _FIX = "the save is damaged or was edited; restore it from a backup or save the index again"
 _I63 = 1 << 63
 _F32, _I32, _I64, _U8, _U64 = (
@@ -172,6 +177,11 @@ def _fail(where, field: str | None, problem: str, fix: str = _FIX) -> NoReturn:
 
 
 # ---------------------------------------------------------------------- encode
+def _dumps(obj) -> str:
+    """The manifest's one JSON serialisation (also the checksum's)."""
+    return json.dumps(obj, indent=1, ensure_ascii=True, allow_nan=False)
+
+
 def _float_out(x: float) -> Any:
     x = float(x)
     if math.isfinite(x):
@@ -189,7 +199,7 @@ def _meta_out(meta: dict) -> dict:
 
 
 def _config_out(config: IvfConfig) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in dataclasses.asdict(config).items():
         if value is None or isinstance(value, (bool, str)):
             out[key] = value
@@ -302,11 +312,15 @@ def _encode(index: IvfIndex) -> tuple[dict, dict[str, np.ndarray]]:
 def manifest_text(manifest: dict) -> bytes:
     """The manifest file's bytes: ``manifest`` plus its ``manifest_sha256``."""
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    digest = hashlib.sha256(json.dumps(body, **_JSON).encode("ascii")).hexdigest()
-    return (json.dumps({**body, "manifest_sha256": digest}, **_JSON) + "\n").encode("ascii")
+    digest = hashlib.sha256(_dumps(body).encode("ascii")).hexdigest()
+    return (_dumps({**body, "manifest_sha256": digest}) + "\n").encode("ascii")
 
 
 # ----------------------------------------------------------------------- write
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _fsync_dir(path) -> None:
     if os.name == "nt":  # directories cannot be opened for fsync there
         return
@@ -354,13 +368,10 @@ def _sibling(path: Path, tag: str) -> Path:
     return path.parent / f".{path.name}.{tag}"
 
 
-def _discard(path: Path) -> None:
-    """Remove a directory: renamed aside first (atomic), then deleted."""
-    trash = _sibling(path.parent / path.name.lstrip("."), f"trash-{secrets.token_hex(8)}")
-    if path.name.startswith("."):  # a sibling of the target: keep the target's name
-        target = path.name[1:].rsplit(".", 1)[0]
-        trash = _sibling(path.parent / target, f"trash-{secrets.token_hex(8)}")
-    os.rename(path, trash)
+def _discard(directory: Path, target: Path) -> None:
+    """Remove a directory beside ``target``: renamed aside (atomic), then deleted."""
+    trash = _sibling(target, f"trash-{secrets.token_hex(8)}")
+    os.rename(directory, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -378,9 +389,9 @@ def _stale_siblings(path: Path) -> list[Path]:
     return out
 
 
-def _install(path: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` into a new directory and swap it in at ``path`` (see the
-    module docstring for the protocol)."""
+def _install(path: Path, write: Callable[[Path], None]) -> None:
+    """Have ``write(directory)`` fill a new directory, then swap it in at ``path``
+    (see the module docstring for the protocol)."""
     if not path.name or path.name in (".", ".."):
         _fail(path, None, "is not a directory name to save to", "pass a path such as 'my_index'")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,15 +401,14 @@ def _install(path: Path, files: dict[str, bytes]) -> None:
     tmp = _sibling(path, f"tmp-{secrets.token_hex(8)}")
     os.mkdir(tmp)
     try:
-        for name in SAVE_FILES:
-            _write_file(tmp / name, files[name])
+        write(tmp)
         _fsync_dir(tmp)
     except Exception:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     exists = os.path.lexists(path)
     if exists and os.path.lexists(old):
-        _discard(old)  # a stale .old beside a complete save: the save is newer
+        _discard(old, path)  # a stale .old beside a complete save: the save is newer
     if exists:
         os.rename(path, old)  # a crash from here until the next rename leaves .old
     os.rename(tmp, path)
@@ -407,7 +417,7 @@ def _install(path: Path, files: dict[str, bytes]) -> None:
     for stale in _stale_siblings(path):
         try:
             if stale.name.endswith(".old") or ".tmp-" in stale.name:
-                _discard(stale)
+                _discard(stale, path)
             else:
                 shutil.rmtree(stale, ignore_errors=True)
         except OSError:
@@ -424,9 +434,14 @@ def save_index(index: IvfIndex, path) -> int:
 
     Raises:
         IndexFileError: ``path`` is not replaceable, or writing failed (the
-            ``OSError`` is its cause); the previous save, if any, is intact.
-        TypeError: ``path`` is not a str or path-like.
+            ``OSError`` is its cause); the previous save, if any, or the new one
+            stays loadable.
+        TypeError: ``index`` is not an IvfIndex, or ``path`` not a str or path-like.
     """
+    from ._index import IvfIndex
+
+    if not isinstance(index, IvfIndex):
+        raise TypeError(f"index must be an IvfIndex, got {type(index).__name__}")
     path = Path(os.fspath(path))
     manifest, arrays = _encode(index)
     try:  # the same checks as a load: never write a save that would not load
@@ -438,17 +453,26 @@ def save_index(index: IvfIndex, path) -> int:
             field=e.field,
         ) from e
     blob = safetensors.numpy.save(arrays)
-    manifest["files"] = {ARRAYS: {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}}
-    text = manifest_text(manifest)
+    sizes = [len(blob)]
+
+    def write(directory: Path) -> None:  # the arrays, then the manifest naming their hash
+        with ThreadPoolExecutor(1) as pool:
+            digest = pool.submit(_sha256, blob)  # overlaps the write (hashlib drops the GIL)
+            _write_file(directory / ARRAYS, blob)
+            manifest["files"] = {ARRAYS: {"bytes": len(blob), "sha256": digest.result()}}
+        text = manifest_text(manifest)
+        _write_file(directory / MANIFEST, text)
+        sizes.append(len(text))
+
     try:
-        _install(path, {ARRAYS: blob, MANIFEST: text})
+        _install(path, write)
     except OSError as e:
         raise IndexFileError(
-            f"{path}: could not write the save ({e}); the previous save, if any, is intact; "
-            "check the path, its permissions and the free space",
+            f"{path}: could not write the save ({e}); the previous save (if any) or the new "
+            "one stays loadable; check the path, its permissions and the free space",
             path=str(path),
         ) from e
-    return len(blob) + len(text)
+    return sum(sizes)
 
 
 # ------------------------------------------------------------------------ read
@@ -522,13 +546,15 @@ def _parse_manifest(raw: bytes, where: Path) -> dict:
     digest = m.get("manifest_sha256")
     body = {k: v for k, v in m.items() if k != "manifest_sha256"}
     try:
-        text = json.dumps(body, **_JSON).encode("ascii")
+        text = _dumps(body).encode("ascii")
     except (ValueError, TypeError, RecursionError) as e:
         raise IndexFileError(
             f"{where}: cannot be re-serialised for its checksum ({e}); {_FIX}", path=str(where)
         ) from e
     if digest != hashlib.sha256(text).hexdigest():
         _fail(where, "manifest_sha256", "does not match the manifest's content")
+    if raw != manifest_text(m):  # so that any changed byte is caught, layout included
+        _fail(where, None, "is not byte-identical to its canonical serialisation")
     return m
 
 
@@ -598,7 +624,10 @@ def _float_in(v, field: str, mf: _Manifest) -> float:
         return x
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         mf.fail(field, f"must be a number, got {type(v).__name__}")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:
+        mf.fail(field, f"{v} does not fit a float64")
 
 
 def _check_config(mf: _Manifest, dim: int, metric: Metric) -> IvfConfig:
@@ -622,7 +651,7 @@ def _check_config(mf: _Manifest, dim: int, metric: Metric) -> IvfConfig:
     try:
         config = IvfConfig(**raw)
         config.validate()
-    except (InvalidConfigError, TypeError) as e:
+    except (ValueError, TypeError, ArithmeticError) as e:  # InvalidConfigError, an overflow
         mf.fail("config", f"is not a valid IvfConfig ({e})")
     if config.use_pq and metric in (Metric.COSINE, Metric.HAMMING):
         mf.fail("config.use_pq", f"IVF-PQ with metric {metric.value!r} is not a valid index")
@@ -829,7 +858,7 @@ def _check_layout(h: _Header, A: _Arrays) -> None:
     A.in_range("layout.list_nblocks", nbk, 0, W + 1)
     used = np.arange(W)[None, :] < nbk[:, None]
     owned = lb[used]  # row-major: list by list, in block order
-    A.in_range("layout.list_blocks", owned, 0, max(n_used, 1) if owned.size else 1)
+    A.in_range("layout.list_blocks", owned, 0, n_used)
     A.expect("layout.list_blocks", lb[~used] == -1, "must be -1 past each list's blocks")
     if owned.size != n_used or np.unique(owned).size != n_used:
         A.fail("layout.list_blocks", "does not own each used block exactly once")
@@ -863,15 +892,16 @@ def _check_layout(h: _Header, A: _Arrays) -> None:
     A.expect("layout.holes", ~valid[hb, hr], "a hole is a live row")
     handed = np.bincount(owner, weights=fill[owned], minlength=nlist)
     A.expect("layout.list_live", handed == live + hole_n, "rows handed out != live + holes")
-    for name in ("centroids", "vectors", "norms", "pq_terms", "codebooks", "centroid_sq"):
-        A.expect(f"state.{name}", np.isfinite(A[f"state.{name}"]), "holds NaN or Inf")
+    # inserts take finite vectors only; derived floats (norms, centroids, ...) of
+    # extreme inputs may overflow in a valid index, and wrong values cannot crash
+    A.expect("state.vectors", np.isfinite(A["state.vectors"]), "holds NaN or Inf")
 
 
 def _check_entries(h: _Header, A: _Arrays) -> tuple[np.ndarray, np.ndarray]:
     """Slots, twins and seqs of the live entries; returns ``(own, twin per own)``."""
     ns, n = h.n_slots, h.n_live
     own = A["entries.own_slots"]
-    A.in_range("entries.own_slots", own, 0, max(ns, 1))
+    A.in_range("entries.own_slots", own, 0, ns)
     live = np.zeros(ns, bool)
     live[own] = True
     if int(live.sum()) != n:
@@ -883,6 +913,8 @@ def _check_entries(h: _Header, A: _Arrays) -> tuple[np.ndarray, np.ndarray]:
         twin = st[own]
         has = twin >= 0
         A.expect("entries.slot_twin", ~live[twin[has]], "a spilled copy is an entry's own slot")
+        if np.unique(twin[has]).size != int(has.sum()):
+            A.fail("entries.slot_twin", "two entries share a spilled slot")
         expect = np.full(ns, -1, np.int64)
         expect[own[has]] = twin[has]
         expect[twin[has]] = own[has]
@@ -892,6 +924,8 @@ def _check_entries(h: _Header, A: _Arrays) -> tuple[np.ndarray, np.ndarray]:
     A.in_range("entries.slot_seq", seq, 0, max(h.next_seq, 1))
     if n and np.unique(seq[own]).size != n:
         A.fail("entries.slot_seq", "repeats a live entry's seq")
+    if n and int(seq[own].max()) >= h.next_seq:
+        A.fail("entries.slot_seq", f"a live entry's seq is not below next_seq ({h.next_seq})")
     if not h.trained:
         return own, twin
     B, nlist = h.block_size, h.config.n_clusters
@@ -1011,7 +1045,7 @@ def _decode(m: dict, arrays: dict[str, np.ndarray], mpath: Path, apath: Path) ->
 
 
 # ----------------------------------------------------------------------- build
-def _build(p: _Parts, device) -> IvfIndex:
+def _build(p: _Parts, device, where: Path) -> IvfIndex:
     from ._index import IvfIndex
 
     h, a = p.header, p.arrays
@@ -1059,10 +1093,10 @@ def _build(p: _Parts, device) -> IvfIndex:
             kmeans_inertia=h.kmeans_inertia,
         )
     except (InvalidConfigError, InvalidMetricError, TypeError) as e:
-        raise IndexFileError(f"{h!r}: not a valid index ({e}); {_FIX}") from e
+        raise IndexFileError(f"{where}: not a valid index ({e}); {_FIX}", path=str(where)) from e
 
 
-def _read_save(path: Path) -> tuple[_Parts, int]:
+def _read_save(path: Path) -> tuple[_Parts, int, Path]:
     """Read and check the save in directory ``path``; returns its parts and size."""
     mpath, apath = path / MANIFEST, path / ARRAYS
     raw = _read_file(mpath)
@@ -1074,10 +1108,17 @@ def _read_save(path: Path) -> tuple[_Parts, int]:
     size = mf.int(files[ARRAYS], "bytes", f"files.{ARRAYS}.bytes", 0)
     digest = mf.str(files[ARRAYS], "sha256", f"files.{ARRAYS}.sha256")
     blob = _read_file(apath, size)
-    if hashlib.sha256(blob).hexdigest() != digest:
-        _fail(apath, None, f"its SHA-256 differs from files.{ARRAYS}.sha256 in the manifest")
-    arrays = _parse_arrays(blob, apath)
-    return _decode(m, arrays, mpath, apath), len(raw) + len(blob)
+    with ThreadPoolExecutor(1) as pool:  # hash while parsing; the parser is memory-safe
+        actual = pool.submit(_sha256, blob)
+        try:
+            arrays, error = _parse_arrays(blob, apath), None
+        except IndexFileError as e:
+            arrays, error = {}, e
+        if actual.result() != digest:
+            _fail(apath, None, f"its SHA-256 differs from files.{ARRAYS}.sha256 in the manifest")
+    if error is not None:
+        raise error
+    return _decode(m, arrays, mpath, apath), len(raw) + len(blob), mpath
 
 
 def _fallbacks(path: Path) -> list[Path]:
@@ -1114,12 +1155,12 @@ def load_index(path, *, device=None) -> IvfIndex:
     if os.path.lexists(path):
         if not path.is_dir():
             _fail(path, None, "is not a directory", "pass the directory that IvfIndex.save wrote")
-        parts, nbytes = _read_save(path)
+        parts, nbytes, where = _read_save(path)
     else:
         first: IndexFileError | None = None
         for candidate in _fallbacks(path):
             try:
-                parts, nbytes = _read_save(candidate)
+                parts, nbytes, where = _read_save(candidate)
                 break
             except IndexFileError as e:
                 first = first or e
@@ -1131,6 +1172,6 @@ def load_index(path, *, device=None) -> IvfIndex:
                 "beside it); check the path",
                 path=str(path),
             ) from FileNotFoundError(path)
-    index = _build(parts, device)
+    index = _build(parts, device, where)
     index._disk_bytes = nbytes
     return index
