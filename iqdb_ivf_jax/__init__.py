@@ -3,8 +3,11 @@
 from . import functional as functional
 from ._config import IvfConfig as IvfConfig
 from ._config import Metric as Metric
+from ._errors import DeviceError as DeviceError
 from ._errors import DimensionMismatchError as DimensionMismatchError
 from ._errors import DuplicateIdError as DuplicateIdError
+from ._errors import IndexFileError as IndexFileError
+from ._errors import InvalidArgumentError as InvalidArgumentError
 from ._errors import InvalidConfigError as InvalidConfigError
 from ._errors import InvalidFilterError as InvalidFilterError
 from ._errors import InvalidMetricError as InvalidMetricError
@@ -33,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "And",
+    "DeviceError",
     "DimensionMismatchError",
     "DuplicateIdError",
     "Eq",
@@ -41,7 +45,9 @@ __all__ = [
     "Gte",
     "Hit",
     "In",
+    "IndexFileError",
     "IndexStats",
+    "InvalidArgumentError",
     "InvalidConfigError",
     "InvalidFilterError",
     "InvalidMetricError",

@@ -1,9 +1,9 @@
 """Exception hierarchy.
 
 Every error the library raises on purpose derives from :class:`IqdbError`, and also
-from the builtin that fits (``ValueError`` or ``KeyError``), so both
-``except IqdbError`` and ``except ValueError`` work. Wrong Python *types* raise a
-plain :class:`TypeError`.
+from the builtin that fits (``ValueError``, ``KeyError`` or ``TypeError``), so both
+``except IqdbError`` and ``except ValueError`` work. Wrong Python *types* raise
+:class:`InvalidArgumentError`, which is also a :class:`TypeError`.
 """
 
 
@@ -13,6 +13,10 @@ class IqdbError(Exception):
 
 class InvalidConfigError(IqdbError, ValueError):
     """A configuration value, argument value or call order is invalid."""
+
+
+class InvalidArgumentError(IqdbError, TypeError):
+    """An argument of the wrong Python type; the message names the expected type."""
 
 
 class InvalidVectorError(IqdbError, ValueError):
@@ -69,3 +73,26 @@ class NotFoundError(_IdError):
 
     def __init__(self, id_, message: str | None = None):
         super().__init__(id_, message or f"id {id_!r} is not in the index")
+
+
+class IndexFileError(IqdbError, ValueError):
+    """A saved index could not be found, read, verified or written.
+
+    The message names the file, the field and the fix; the underlying
+    ``OSError``, JSON or safetensors error, if any, is the ``__cause__``.
+
+    Attributes:
+        path: the file or directory concerned (a str), or None.
+        field: the manifest key or array name concerned, or None.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.field = field
+
+
+class DeviceError(IqdbError, RuntimeError):
+    """The device failed a computation (out of memory, above all); the index is
+    left as it was before the call. The message names the fix; the JAX runtime
+    error is the ``__cause__``."""

@@ -15,6 +15,8 @@ structure. Evaluation is *closed world* and *typed*:
 
 Every tree walk here is iterative, so trees deeper than the 64 limit can still
 be built, evaluated and rejected by `Filter.validate` without a RecursionError.
+`Filter.validate` checks the limits (`MAX_DEPTH`, `MAX_WIDTH`, `MAX_NODES`,
+`MAX_IN_VALUES`); building a node checks only its types.
 
     >>> f = Filter.from_dict({"tier": "hot", "year": {"$gte": 2020}})
     >>> f == Filter.and_(Filter.eq("tier", "hot"), Filter.gte("year", 2020))
@@ -31,11 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import InvalidFilterError
+from ._errors import InvalidArgumentError, InvalidFilterError
 
 Value = str | int | float | bool | None
-MAX_DEPTH = 64
-MAX_IN_VALUES = 1024
+MAX_DEPTH = 64  # nesting: each And, Or and Not adds 1, leaves 0
+MAX_IN_VALUES = 1024  # values of one In
+MAX_WIDTH = 1024  # children of one And or Or
+MAX_NODES = 4096  # nodes of the whole tree (a subtree used twice counts twice)
 
 # Value kinds. `_ABSENT` marks a missing field; `_OTHER` an unsupported value.
 _NUM, _BOOL, _STR, _NONE, _OTHER, _ABSENT = range(6)
@@ -63,15 +67,18 @@ def _classify(x: Any) -> tuple[int, Any]:
 
 def _check_field(field: Any) -> None:
     if not isinstance(field, str):
-        raise TypeError(f"filter field must be a str, got {type(field).__name__} {field!r}")
+        raise InvalidArgumentError(
+            f"filter field must be a str, got {type(field).__name__} {field!r}; "
+            "name the metadata key as a str"
+        )
 
 
 def _check_value(field: str, value: Any) -> Value:
     kind, value = _classify(value)
     if kind in (_OTHER, _ABSENT):
-        raise TypeError(
+        raise InvalidArgumentError(
             f"filter value for field {field!r} must be str, int, float, bool or None, "
-            f"got {type(value).__name__}"
+            f"got {type(value).__name__}; compare with a scalar (use In for several values)"
         )
     return value
 
@@ -88,10 +95,16 @@ def _is_nan(value: Value) -> bool:
 
 def _check_children(name: str, filters: Any) -> tuple["Filter", ...]:
     if not isinstance(filters, (list, tuple)):
-        raise TypeError(f"{name} takes a list or tuple of Filters, got {type(filters).__name__}")
+        raise InvalidArgumentError(
+            f"{name} takes a list or tuple of Filters, got {type(filters).__name__}; "
+            f"wrap the children in a list, e.g. {name}([f1, f2])"
+        )
     for f in filters:
         if not isinstance(f, Filter):
-            raise TypeError(f"{name} children must be Filters, got {type(f).__name__} {f!r}")
+            raise InvalidArgumentError(
+                f"{name} children must be Filters, got {type(f).__name__} {f!r}; "
+                "build them with Filter.eq(...) etc. or Filter.from_dict({...})"
+            )
     return tuple(filters)
 
 
@@ -203,15 +216,19 @@ class Filter:
             In(field='year', values=(2020, 2021))
 
         Raises:
-            TypeError: ``d`` is not a dict (Mapping), or a scalar is of an
-                unsupported type (as for the node constructors).
+            InvalidArgumentError: ``d`` is not a dict (Mapping), or a scalar is
+                of an unsupported type (as for the node constructors); a
+                ``TypeError``.
             InvalidFilterError: malformed structure: a non-str key, an unknown
                 ``$`` operator, an empty operator dict, a list or nested document
                 as a value, ``$in`` without a list, or malformed ``$and``,
                 ``$or`` or ``$not``.
         """
         if not isinstance(d, Mapping):
-            raise TypeError(f"from_dict takes a dict, got {type(d).__name__}")
+            raise InvalidArgumentError(
+                f"from_dict takes a dict, got {type(d).__name__}; pass a Mongo-style "
+                "dict such as {'tier': 'hot'} (or use the Filter itself)"
+            )
         return _parse(d)
 
     # Evaluation ---------------------------------------------------------------
@@ -248,15 +265,22 @@ class Filter:
         return value
 
     def validate(self) -> None:
-        """Check the limits: depth at most 64 and at most 1024 values per `In`.
+        """Check the limits: depth at most `MAX_DEPTH` (64), at most `MAX_WIDTH`
+        (1024) children per `And` / `Or`, at most `MAX_NODES` (4096) nodes in all,
+        and at most `MAX_IN_VALUES` (1024) values per `In`.
 
         `And`, `Or` and `Not` each add 1 to the depth and leaves add 0, so 64
-        nested `Not` pass and 65 fail. The walk is iterative.
+        nested `Not` pass and 65 fail. Nodes are counted as a tree (leaves and
+        combinators alike; a subtree reused in two places counts twice), so the
+        root alone is 1. The walk is iterative and stops at the first violation:
+        it visits at most `MAX_NODES` nodes whatever the tree (even one whose
+        shared subtrees unfold to billions of nodes).
 
         Raises:
             InvalidFilterError: naming the limit that was exceeded and the fix.
         """
         stack: list[tuple[Filter, int]] = [(self, 0)]
+        n_nodes = 1
         while stack:
             node, depth = stack.pop()
             if isinstance(node, In) and len(node.values) > MAX_IN_VALUES:
@@ -271,6 +295,20 @@ class Filter:
                 raise InvalidFilterError(
                     f"filter nesting depth exceeds the limit of {MAX_DEPTH} (And, Or and Not "
                     "each add 1); flatten nested And/Or nodes or simplify double negations"
+                )
+            if len(children) > MAX_WIDTH:
+                raise InvalidFilterError(
+                    f"{type(node).__name__} has {len(children)} children, over the limit of "
+                    f"{MAX_WIDTH}; group them into nested {type(node).__name__}s of at most "
+                    f"{MAX_WIDTH}, or merge Eq leaves on one field into In (up to "
+                    f"{MAX_IN_VALUES} values each)"
+                )
+            n_nodes += len(children)
+            if n_nodes > MAX_NODES:
+                raise InvalidFilterError(
+                    f"filter has more than {MAX_NODES} nodes (leaves and And/Or/Not, a "
+                    "reused subtree counted each time), over the limit; simplify it: merge "
+                    "Eq leaves on one field into In, or split the search into several"
                 )
             stack.extend((c, depth + 1) for c in children)
 
@@ -352,9 +390,9 @@ class In(_Leaf):
     def __post_init__(self):
         _check_field(self.field)
         if not isinstance(self.values, (list, tuple)):
-            raise TypeError(
+            raise InvalidArgumentError(
                 f"In values for field {self.field!r} must be a list or tuple, "
-                f"got {type(self.values).__name__}"
+                f"got {type(self.values).__name__}; pass list(values)"
             )
         object.__setattr__(self, "values", tuple(_check_value(self.field, v) for v in self.values))
 
@@ -557,14 +595,18 @@ def as_filter(f: "Filter | Mapping | None") -> Filter | None:
         (True, None)
 
     Raises:
-        TypeError: ``f`` is none of a Filter, a dict (Mapping) or None.
+        InvalidArgumentError: ``f`` is none of a Filter, a dict (Mapping) or
+            None (a ``TypeError``).
         InvalidFilterError: a malformed dict (see `Filter.from_dict`).
     """
     if f is None or isinstance(f, Filter):
         return f
     if isinstance(f, Mapping):
         return Filter.from_dict(f)
-    raise TypeError(f"filter must be a Filter, a dict or None, got {type(f).__name__}")
+    raise InvalidArgumentError(
+        f"filter must be a Filter, a dict or None, got {type(f).__name__}; build one "
+        "with Filter.eq(...) etc. or pass a Mongo-style dict such as {'tier': 'hot'}"
+    )
 
 
 def filter_mask(f: "Filter | Mapping | None", metadatas: Sequence[Mapping | None]) -> np.ndarray:

@@ -5,6 +5,7 @@ It validates input on the host, calls jitted kernels, swaps in new
 metadata, insertion sequence numbers and the block layout.
 """
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -17,7 +18,9 @@ from . import _insert
 from ._config import IvfConfig, Metric
 from ._entries import EntryTable
 from ._errors import (
+    DeviceError,
     DuplicateIdError,
+    InvalidArgumentError,
     InvalidConfigError,
     InvalidMetricError,
     NotFoundError,
@@ -67,6 +70,23 @@ def _canonical_int_ids(ids) -> list | None:
 MAX_K = 1 << 20  # results per query
 MAX_RESULTS = 1 << 28  # results per call (queries x k): ~3 GB of distances and ids
 MAX_REFINE = 1 << 16  # IVF-PQ re-rank factor
+
+
+@contextlib.contextmanager
+def _device_errors(what: str):
+    """Turn a failed device computation into :class:`DeviceError` (the index is
+    unchanged: callers commit nothing inside the block before it ends)."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = (
+            "use a smaller training_sample_size, fewer n_clusters or smaller batches, "
+            "or free device memory"
+            if "RESOURCE_EXHAUSTED" in str(e) or "memory" in str(e).lower()
+            else "see the cause below"
+        )
+        raise DeviceError(f"{what} failed on the device ({first}); {hint}") from e
 
 
 def _writes(method):
@@ -132,7 +152,10 @@ class IvfIndex:
         if config is None:
             config = IvfConfig()
         if not isinstance(config, IvfConfig):
-            raise TypeError(f"config must be an IvfConfig or None, got {type(config).__name__}")
+            raise InvalidArgumentError(
+                f"config must be an IvfConfig or None, got {type(config).__name__}; "
+                "build one with IvfConfig(...)"
+            )
         config.validate()
         if config.use_pq and metric in (Metric.COSINE, Metric.HAMMING):
             raise InvalidMetricError(
@@ -293,7 +316,9 @@ class IvfIndex:
     # ---------------------------------------------------------------- settings
     def _checked_n_probes(self, n) -> int:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise TypeError(f"n_probes must be an int, got {type(n).__name__}")
+            raise InvalidArgumentError(
+                f"n_probes must be an int, got {type(n).__name__}; pass e.g. 8"
+            )
         if n < 1:
             raise InvalidConfigError(f"n_probes must be n >= 1, got {n}")
         if n > self._config.n_clusters:
@@ -304,7 +329,9 @@ class IvfIndex:
 
     def _checked_refine(self, n) -> int:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise TypeError(f"pq_refine_factor must be an int, got {type(n).__name__}")
+            raise InvalidArgumentError(
+                f"pq_refine_factor must be an int, got {type(n).__name__}; pass e.g. 4 (0: ADC)"
+            )
         if n < 0:
             raise InvalidConfigError(f"pq_refine_factor must be >= 0, got {n}")
         if n > MAX_REFINE:
@@ -376,9 +403,11 @@ class IvfIndex:
         x = as_vector_array(sample, self._dim, rank=2, what="training sample", copy=False)
         check_finite(x, "training sample")
         self._check_train_sizes(x.shape[0])
-        res, codebooks, n_ws = fit_quantizers(x, self._config, self._metric)
-        block = _choose_block_size(n_ws, self._config.n_clusters)
-        self._install(res, codebooks, block, [], np.zeros((0, self._dim), np.float32), [], [])
+        with _device_errors("train"):
+            res, codebooks, n_ws = fit_quantizers(x, self._config, self._metric)
+            block = _choose_block_size(n_ws, self._config.n_clusters)
+            empty = np.zeros((0, self._dim), np.float32)
+            self._install(res, codebooks, block, [], empty, [], [], next_seq=0)
 
     @_writes
     def retrain(self) -> None:
@@ -395,11 +424,10 @@ class IvfIndex:
             return
         ids, x, metas, seqs = self._live_entries()
         self._check_train_sizes(x.shape[0])
-        res, codebooks, _ = fit_quantizers(x, self._config, self._metric)
-        block = _choose_block_size(x.shape[0], self._config.n_clusters)
-        next_seq = self._next_seq
-        self._install(res, codebooks, block, ids, x, metas, seqs)
-        self._next_seq = next_seq
+        with _device_errors("retrain"):
+            res, codebooks, _ = fit_quantizers(x, self._config, self._metric)
+            block = _choose_block_size(x.shape[0], self._config.n_clusters)
+            self._install(res, codebooks, block, ids, x, metas, seqs, next_seq=self._next_seq)
 
     def _live_entries(self):
         """Live ``(ids, vectors f32[n, d], metadata, seqs)`` in seq order (codes-only
@@ -410,9 +438,9 @@ class IvfIndex:
         ids = [entries.slot_id[s] for s in slots.tolist()]
         return ids, vec, [entries.meta.get(i) for i in ids], entries.slot_seq[slots].copy()
 
-    def _install(self, res, codebooks, block, ids, x, metas, seqs) -> None:
-        """Build a fresh state from centroids and entries, then swap it in."""
-        n = len(ids)
+    def _install(self, res, codebooks, block, ids, x, metas, seqs, *, next_seq: int) -> None:
+        """Build a fresh state from centroids and entries, then swap it in (with
+        ``next_seq`` as the next insert's sequence number)."""
         n_lists = self._config.n_clusters
         layout = BlockLayout(n_lists, block)
         state = IvfState.create(
@@ -439,7 +467,7 @@ class IvfIndex:
             self._state, self._layout, self._state_exported = state, layout, False
             self._kmeans_iterations, self._kmeans_inertia = iterations, inertia
             self._entries = entries
-            self._next_seq = int(max(seqs)) + 1 if n else 0
+            self._next_seq = next_seq
             self._runner.invalidate()
 
     def _touch(self) -> None:
@@ -547,7 +575,9 @@ class IvfIndex:
             is not such a tuple.
         """
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)):
-            raise TypeError(f"chunk_rows must be an int, got {type(chunk_rows).__name__}")
+            raise InvalidArgumentError(
+                f"chunk_rows must be an int, got {type(chunk_rows).__name__}; pass e.g. 65536"
+            )
         if chunk_rows < 1:
             raise InvalidConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
         bar = progress_bar(progress, total=None, desc="add_stream")
@@ -611,7 +641,9 @@ class IvfIndex:
         None)`` of a batch insert (raises on the first bad position)."""
         self._require_trained()
         if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
-            raise TypeError("ids must be a sequence (list, tuple or array) of ids")
+            raise InvalidArgumentError(
+                "ids must be a sequence (list, tuple or array) of ids; wrap one id in a list"
+            )
         canon = _canonical_int_ids(ids)
         int_ids = None if canon is None else ids
         if canon is None:
@@ -620,7 +652,10 @@ class IvfIndex:
             metas = [None] * len(canon)
         else:
             if isinstance(metadata, dict) or not hasattr(metadata, "__len__"):
-                raise TypeError("metadata must be None or a sequence of dicts/None, one per id")
+                raise InvalidArgumentError(
+                    "metadata must be None or a sequence of dicts/None, one per id; wrap one "
+                    "dict in a list"
+                )
             metas = _canonical_each(metadata, canonical_metadata, "metadata")
         # no private copy: _prepare copies the rows into the device buffer
         x = as_vector_array(vectors, self._dim, rank=2, what="vectors", copy=False)
@@ -651,7 +686,8 @@ class IvfIndex:
                 f"sequence numbers exhausted ({SEQ_LIMIT}); retrain() into a new index"
             )
         state, layout = self._require_trained()
-        labels, rows, spill = _insert.prepare_entries(state, x, self._config.spill_lambda)
+        with _device_errors("insert"):  # nothing is donated before this returns
+            labels, rows, spill = _insert.prepare_entries(state, x, self._config.spill_lambda)
         layout = layout.copy()
         old = np.array([s for i in replace for s in self._entries.entry_slots(i)], np.int64)
         for s in old.tolist():
@@ -785,10 +821,14 @@ class IvfIndex:
         metric = None
         if isinstance(k, SearchParams):
             if filter is not None:
-                raise TypeError("pass the filter inside SearchParams or as filter=, not both")
+                raise InvalidArgumentError(
+                    "pass the filter inside SearchParams or as filter=, not both"
+                )
             metric, filter, k = k.metric, k.filter, k.k
         if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an int or SearchParams, got {type(k).__name__}")
+            raise InvalidArgumentError(
+                f"k must be an int or SearchParams, got {type(k).__name__}; pass e.g. k=10"
+            )
         if k < 0:
             raise InvalidConfigError(f"k must be >= 0, got {k}")
         if k > MAX_K:
@@ -910,7 +950,9 @@ class IvfIndex:
         if isinstance(coverage, bool) or not isinstance(
             coverage, (int, float, np.floating, np.integer)
         ):
-            raise TypeError(f"coverage must be a float, got {type(coverage).__name__}")
+            raise InvalidArgumentError(
+                f"coverage must be a float in [0, 1], got {type(coverage).__name__}; pass e.g. 0.9"
+            )
         c = float(coverage)
         if not math.isfinite(c) or not 0.0 <= c <= 1.0:
             raise InvalidConfigError(

@@ -74,14 +74,33 @@ class ReadWriteLock:
                     self._cond.notify_all()
 
 
+_committing = threading.local()
+
+
+def committing() -> bool:
+    """Whether this thread is inside :func:`deferred_interrupt` (tests use it to
+    inject interrupts only where a signal could land)."""
+    return getattr(_committing, "depth", 0) > 0
+
+
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
     """Hold back SIGINT (Ctrl-C) for the duration of the block, then raise it.
 
     Only the main thread receives signals, and only there can a handler be set:
-    elsewhere, or when the program installed its own SIGINT handler, this does
-    nothing. Used around the few lines that swap a mutation's results in.
+    elsewhere, or when the program installed its own SIGINT handler, the signal
+    is not held. Used around the few lines that swap a mutation's results in.
     """
+    _committing.depth = getattr(_committing, "depth", 0) + 1
+    try:
+        with _held_sigint():
+            yield
+    finally:
+        _committing.depth -= 1
+
+
+@contextlib.contextmanager
+def _held_sigint() -> Iterator[None]:
     if (
         threading.current_thread() is not threading.main_thread()
         or signal.getsignal(signal.SIGINT) is not signal.default_int_handler

@@ -104,7 +104,12 @@ import safetensors.numpy
 
 from ._config import IvfConfig, Metric
 from ._entries import EntryTable
-from ._errors import InvalidConfigError, InvalidMetricError, IqdbError
+from ._errors import (
+    IndexFileError,
+    InvalidArgumentError,
+    InvalidConfigError,
+    InvalidMetricError,
+)
 from ._layout import BlockLayout
 from ._search.topk import SEQ_LIMIT
 from ._state import IvfState
@@ -152,23 +157,6 @@ _F32, _I32, _I64, _U8, _U64 = (
     np.dtype(np.uint8),
     np.dtype(np.uint64),
 )
-
-
-class IndexFileError(IqdbError, ValueError):
-    """A saved index could not be found, read, verified or written.
-
-    The message names the file, the field and the fix; the underlying
-    ``OSError``, JSON or safetensors error, if any, is the ``__cause__``.
-
-    Attributes:
-        path: the file or directory concerned (a str), or None.
-        field: the manifest key or array name concerned, or None.
-    """
-
-    def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
-        super().__init__(message)
-        self.path = path
-        self.field = field
 
 
 def _fail(where, field: str | None, problem: str, fix: str = _FIX) -> NoReturn:
@@ -441,7 +429,7 @@ def save_index(index: IvfIndex, path) -> int:
     from ._index import IvfIndex
 
     if not isinstance(index, IvfIndex):
-        raise TypeError(f"index must be an IvfIndex, got {type(index).__name__}")
+        raise InvalidArgumentError(f"index must be an IvfIndex, got {type(index).__name__}")
     path = Path(os.fspath(path))
     manifest, arrays = _encode(index)
     try:  # the same checks as a load: never write a save that would not load
@@ -1151,7 +1139,10 @@ def load_index(path, *, device=None) -> IvfIndex:
     """
     path = Path(os.fspath(path))
     if device is not None and not isinstance(device, jax.Device):
-        raise TypeError(f"device must be a jax.Device or None, got {type(device).__name__}")
+        raise InvalidArgumentError(
+            f"device must be a jax.Device or None, got {type(device).__name__}; "
+            "pass e.g. jax.devices()[0]"
+        )
     if os.path.lexists(path):
         if not path.is_dir():
             _fail(path, None, "is not a directory", "pass the directory that IvfIndex.save wrote")

@@ -3,7 +3,7 @@ the note a chunked add attaches to the error that stopped it."""
 
 import numpy as np
 
-from ._errors import InvalidConfigError
+from ._errors import InvalidArgumentError, InvalidConfigError
 from ._validate import as_vector_array
 
 STREAM_CHUNK_ROWS = 65_536  # rows per committed chunk of a streamed add
@@ -30,20 +30,24 @@ class PendingRows:
 
     def add(self, item) -> None:
         if not isinstance(item, tuple) or len(item) not in (2, 3):
-            raise TypeError(
+            raise InvalidArgumentError(
                 "each stream item must be a tuple (ids, vectors) or (ids, vectors, metadata), "
                 f"got {type(item).__name__}"
             )
         ids, vectors = item[0], item[1]
         metadata = item[2] if len(item) == 3 else None
         if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
-            raise TypeError("ids must be a sequence (list, tuple or array) of ids")
+            raise InvalidArgumentError(
+                "ids must be a sequence (list, tuple or array) of ids; wrap one id in a list"
+            )
         x = as_vector_array(vectors, self.dim, rank=2, what="vectors")
         ids = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
         if metadata is None:
             metas = [None] * len(ids)
         elif isinstance(metadata, dict) or not hasattr(metadata, "__len__"):
-            raise TypeError("metadata must be None or a sequence of dicts/None, one per id")
+            raise InvalidArgumentError(
+                "metadata must be None or a sequence of dicts/None, one per id"
+            )
         else:
             metas = list(metadata)
         if not (len(ids) == x.shape[0] == len(metas)):

@@ -67,3 +67,27 @@ def test_filter_limits_hold_on_every_call(idx):
     for k in (0, 1):
         with pytest.raises(InvalidFilterError):
             index.search(x[0], k=k, filter=wide)
+
+
+def test_wrong_python_types_raise_typed_errors(idx):
+    from iqdb_ivf_jax import InvalidArgumentError, IqdbError, SearchParams
+
+    index, x = idx
+    cases = [
+        lambda: IvfIndex(8, "euclidean", config=5),
+        lambda: index.set_n_probes(2.0),
+        lambda: index.set_pq_refine_factor("1"),
+        lambda: index.search(x[0], k=1.5),
+        lambda: index.search(x[0], SearchParams(3, "euclidean"), filter={"g": 1}),
+        lambda: index.suggest_n_probes("0.9"),
+        lambda: index.insert_batch(5, x[:1]),
+        lambda: index.insert_batch([9000], x[:1], {"g": 1}),
+        lambda: index.add_stream([], chunk_rows=1.5),
+        lambda: index.add_stream([x[:2]]),
+        lambda: index.delete(1.5),
+    ]
+    for case in cases:
+        with pytest.raises(InvalidArgumentError) as info:
+            case()
+        assert isinstance(info.value, IqdbError) and isinstance(info.value, TypeError)
+    assert len(index) == 600

@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import InvalidArgumentError
+
 
 def seed_key(seed: int) -> jax.Array:
     """The threefry key of a 64-bit seed (semantics §4f).
@@ -61,7 +63,7 @@ def seed_key(seed: int) -> jax.Array:
     True
     """
     if isinstance(seed, bool):
-        raise TypeError("seed must be an int, not bool")
+        raise InvalidArgumentError("seed must be an int, not bool")
     seed = operator.index(seed)
     if not 0 <= seed < 1 << 64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
