@@ -3,25 +3,17 @@ equal to the one-by-one operations."""
 
 import numpy as np
 import pytest
+from _helpers import assert_same_results, gaussian
 
 from iqdb_ivf_jax import DuplicateIdError, IvfConfig, IvfIndex, NotFoundError
 
 
-def _data(n=600, d=8, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
-
-
 def _index(cfg=None, n=600):
-    x = _data(n)
+    x = gaussian(n)
     idx = IvfIndex(8, "euclidean", cfg or IvfConfig(n_clusters=8, n_probes=3))
     idx.train(x)
     idx.insert_batch(list(range(n)), x, [{"g": i % 3} for i in range(n)])
     return idx, x
-
-
-def _same(a, b):
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
 
 
 @pytest.mark.parametrize("spill", [None, 1.0])
@@ -35,7 +27,7 @@ def test_batch_delete_equals_one_by_one(spill):
         b.delete(i)
     assert len(a) == len(b) == 600 - len(gone)
     assert all(i not in a for i in gone)
-    _same(a.search_arrays(x[:50], k=10), b.search_arrays(x[:50], k=10))
+    assert_same_results(a.search_arrays(x[:50], k=10), b.search_arrays(x[:50], k=10))
     assert a.stats().extra["spilled_rows"] == b.stats().extra["spilled_rows"]
     a.delete(np.array([1, 2]))
     a.delete(())
@@ -49,7 +41,7 @@ def test_batch_delete_is_all_or_nothing(bad):
     with pytest.raises(NotFoundError):
         idx.delete(bad)
     assert len(idx) == 600 and all(i in idx for i in (3, 4))
-    _same(before, idx.search_arrays(x[:20], k=10))
+    assert_same_results(before, idx.search_arrays(x[:20], k=10))
 
 
 CONFIGS = [
@@ -63,7 +55,7 @@ CONFIGS = [
 def test_upsert_equals_delete_then_insert(cfg):
     a, x = _index(cfg)
     b, _ = _index(cfg)
-    y = _data(40, seed=1)
+    y = gaussian(40, seed=1)
     ids = list(range(0, 600, 30)) + list(range(1000, 1020))  # 20 live, 20 new
     metas = [{"g": 9, "i": i} for i in ids]
     a.upsert(ids, y, metas)
@@ -71,7 +63,7 @@ def test_upsert_equals_delete_then_insert(cfg):
     b.insert_batch(ids, y, metas)
     assert len(a) == len(b) == 620
     q = np.concatenate([x[:30], y[:10]]) + 0.01
-    _same(a.search_arrays(q, k=10), b.search_arrays(q, k=10))
+    assert_same_results(a.search_arrays(q, k=10), b.search_arrays(q, k=10))
     assert a.search_batch(q[:5], k=5, filter={"g": 9}) == b.search_batch(
         q[:5], k=5, filter={"g": 9}
     )
@@ -84,16 +76,16 @@ def test_upsert_equals_delete_then_insert(cfg):
 def test_upsert_of_new_ids_equals_insert_batch():
     a, _x = _index()
     b, _ = _index()
-    y = _data(10, seed=2)
+    y = gaussian(10, seed=2)
     a.upsert(range(2000, 2010), y)
     b.insert_batch(list(range(2000, 2010)), y)
-    _same(a.search_arrays(y, k=5), b.search_arrays(y, k=5))
+    assert_same_results(a.search_arrays(y, k=5), b.search_arrays(y, k=5))
 
 
 def test_upsert_is_all_or_nothing():
     idx, x = _index()
     before = idx.search_arrays(x[:20], k=10)
-    y = _data(3, seed=3)
+    y = gaussian(3, seed=3)
     with pytest.raises(DuplicateIdError):
         idx.upsert([1, 2, 1], y)
     bad = y.copy()
@@ -101,7 +93,7 @@ def test_upsert_is_all_or_nothing():
     with pytest.raises(ValueError):
         idx.upsert([1, 2, 3], bad)
     assert len(idx) == 600
-    _same(before, idx.search_arrays(x[:20], k=10))
+    assert_same_results(before, idx.search_arrays(x[:20], k=10))
     assert idx.get(1)[1] == {"g": 1}
 
 

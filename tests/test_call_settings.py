@@ -1,27 +1,18 @@
 """Per-call search settings (``n_probes=``, ``refine=``): they equal the index
 setting for that call and change nothing."""
 
-import numpy as np
 import pytest
+from _helpers import assert_same_results, gaussian
 
 from iqdb_ivf_jax import InvalidConfigError, IvfConfig, IvfIndex
 
 
-def _data(n=600, d=8, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
-
-
 def _index(cfg=None, n=600):
-    x = _data(n)
+    x = gaussian(n)
     idx = IvfIndex(8, "euclidean", cfg or IvfConfig(n_clusters=8, n_probes=2))
     idx.train(x)
     idx.insert_batch(list(range(n)), x, [{"g": i % 3} for i in range(n)])
     return idx, x
-
-
-def _same(a, b):
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
 
 
 @pytest.mark.parametrize("path", ["query", "list"])
@@ -31,7 +22,7 @@ def test_per_call_n_probes_equals_the_setting_and_changes_nothing(path):
     got = idx.search_arrays(q, k=5, n_probes=6, path=path)
     assert idx.n_probes == 2 and idx.config.n_probes == 2
     idx.set_n_probes(6)
-    _same(got, idx.search_arrays(q, k=5, path=path))
+    assert_same_results(got, idx.search_arrays(q, k=5, path=path))
     idx.set_n_probes(2)
     one = idx.search(q[0], k=5, n_probes=6)
     assert [h.id for h in one] == got[1][0].tolist()
@@ -47,7 +38,7 @@ def test_per_call_refine_equals_the_setting():
     got = idx.search_arrays(q, k=5, refine=3)
     assert idx.pq_refine_factor == 0
     idx.set_pq_refine_factor(3)
-    _same(got, idx.search_arrays(q, k=5))
+    assert_same_results(got, idx.search_arrays(q, k=5))
     assert got[0][:, 0].max() < idx.search_arrays(q, k=5, refine=0)[0][:, 0].max() + 1.0
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import assert_same_results
 
 from iqdb_ivf_jax import InvalidConfigError, IvfConfig, IvfIndex
 from iqdb_ivf_jax._pq import pq_decode
@@ -31,11 +32,6 @@ def _pair(metric="euclidean", **kw):
         idx.insert_batch(np.arange(len(x)), x, [{"g": i % 4} for i in range(len(x))])
         out.append(idx)
     return out[0], out[1], x
-
-
-def _same(a, b):
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
 
 
 def test_config_rules():
@@ -64,7 +60,9 @@ def test_same_results_as_an_index_with_raw_vectors(metric, kw):
     keep, lean, x = _pair(metric, **kw)
     q = x[:64] + 0.05
     for path in ("query", "list"):
-        _same(keep.search_arrays(q, k=10, path=path), lean.search_arrays(q, k=10, path=path))
+        assert_same_results(
+            keep.search_arrays(q, k=10, path=path), lean.search_arrays(q, k=10, path=path)
+        )
     assert keep.search(q[0], k=5, filter={"g": 1}) == lean.search(q[0], k=5, filter={"g": 1})
     assert lean.state.vectors.shape[2] == 0
     st = lean.stats().extra
@@ -103,7 +101,7 @@ def test_compaction_moves_codes_without_changing_results():
     }
     lean._compact()
     assert lean.stats().extra["tombstones"] == 0
-    _same(before, lean.search_arrays(q, k=10))
+    assert_same_results(before, lean.search_arrays(q, k=10))
     for i, c in codes_before.items():
         np.testing.assert_array_equal(
             np.asarray(lean.state.codes).reshape(-1, M)[lean._entries.id_slot[i]], c

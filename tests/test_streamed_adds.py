@@ -5,13 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from _helpers import assert_same_results, gaussian
 
 from iqdb_ivf_jax import DuplicateIdError, IvfConfig, IvfIndex
 from iqdb_ivf_jax._progress import progress_bar
-
-
-def _data(n=600, d=8, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
 
 
 def _batches(x, size, meta=True):
@@ -23,16 +20,11 @@ def _batches(x, size, meta=True):
             yield ids.tolist(), x[s : s + size]
 
 
-def _same(a, b):
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
-
-
 CFG = IvfConfig(n_clusters=8, n_probes=3, training_sample_size=300)
 
 
 def test_add_stream_trains_from_the_stream_and_equals_one_batch():
-    x = _data()
+    x = gaussian()
     a = IvfIndex(8, "euclidean", CFG)
     assert a.add_stream(_batches(x, 37), chunk_rows=128, progress=False) == 600
     b = IvfIndex(8, "euclidean", CFG)
@@ -41,14 +33,14 @@ def test_add_stream_trains_from_the_stream_and_equals_one_batch():
     np.testing.assert_array_equal(a.state.centroids, b.state.centroids)
     assert len(a) == 600
     q = x[:50] + 0.01
-    _same(a.search_arrays(q, k=10), b.search_arrays(q, k=10))
+    assert_same_results(a.search_arrays(q, k=10), b.search_arrays(q, k=10))
     assert a.search_batch(q[:4], k=5, filter={"g": 2}) == b.search_batch(
         q[:4], k=5, filter={"g": 2}
     )
 
 
 def test_add_stream_into_a_trained_index_and_a_short_stream():
-    x = _data()
+    x = gaussian()
     a = IvfIndex(8, "euclidean", CFG)
     a.train(x)
     assert a.add_stream(iter([(list(range(5)), x[:5])]), progress=False) == 5
@@ -61,7 +53,7 @@ def test_add_stream_into_a_trained_index_and_a_short_stream():
 
 
 def test_add_stream_error_reports_committed_rows():
-    x = _data()
+    x = gaussian()
     idx = IvfIndex(8, "euclidean", CFG)
     idx.train(x)
 
@@ -83,14 +75,14 @@ def test_insert_batch_with_progress_equals_without(monkeypatch):
     import iqdb_ivf_jax._index as index_module
 
     monkeypatch.setattr(index_module, "STREAM_CHUNK_ROWS", 128)
-    x = _data()
+    x = gaussian()
     a = IvfIndex(8, "euclidean", CFG)
     b = IvfIndex(8, "euclidean", CFG)
     a.train(x)
     b.train(x)
     a.insert_batch(np.arange(600), x, progress=True)
     b.insert_batch(np.arange(600), x)
-    _same(a.search_arrays(x[:40], k=10), b.search_arrays(x[:40], k=10))
+    assert_same_results(a.search_arrays(x[:40], k=10), b.search_arrays(x[:40], k=10))
     with pytest.raises(DuplicateIdError):  # validated whole before any chunk
         a.insert_batch([1000, 1001, 5], x[:3], progress=True)
     assert len(a) == 600
