@@ -1,6 +1,8 @@
 """iqdb-ivf-jax: an inverted-file (IVF-Flat / IVF-PQ) nearest-neighbour index on JAX."""
 
 from . import functional as functional
+from ._compile_cache import enable_default_cache as _enable_default_cache
+from ._compile_cache import set_compilation_cache as set_compilation_cache
 from ._config import IvfConfig as IvfConfig
 from ._config import Metric as Metric
 from ._errors import DeviceError as DeviceError
@@ -34,6 +36,8 @@ from ._state import IvfState as IvfState
 
 __version__ = "0.1.0"
 
+_enable_default_cache()  # the persistent XLA cache, unless the user opted out
+
 __all__ = [
     "And",
     "DeviceError",
@@ -66,4 +70,5 @@ __all__ = [
     "Or",
     "SearchParams",
     "functional",
+    "set_compilation_cache",
 ]
