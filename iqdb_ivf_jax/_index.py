@@ -30,6 +30,7 @@ from ._layout import BlockLayout, pow2_at_least
 from ._locks import ReadWriteLock, deferred_interrupt
 from ._progress import progress_bar
 from ._results import Hit, IndexStats, IvfClusterStats, SearchParams
+from ._search.host_refine import rerank_from_host
 from ._search.runner import PATHS, SearchRunner
 from ._search.topk import SEQ_LIMIT
 from ._state import IvfState
@@ -175,6 +176,9 @@ class IvfIndex:
         self._kmeans_iterations = 0
         self._kmeans_inertia: float | None = None
         self._disk_bytes: int | None = None  # size of the last save / load
+        # IVF-PQ loaded with mmap=True: the raw vectors f32[n_blocks, B, d], a
+        # read-only map of the save (the state then holds none), until a write
+        self._raw_vectors: np.ndarray | None = None
         self._runner = SearchRunner()
         self._lock = ReadWriteLock()
         self._clear_entries()
@@ -192,12 +196,15 @@ class IvfIndex:
         next_seq: int,
         kmeans_iterations: int = 0,
         kmeans_inertia: float | None = None,
+        raw_vectors: np.ndarray | None = None,
     ) -> "IvfIndex":
         """An index made of already-consistent parts (for loading a saved index).
 
         The caller guarantees the parts belong together: ``state`` and ``layout``
         describe the same blocks (both None for an untrained index), ``entries``
         spans ``layout.n_blocks * B`` slots, and ``next_seq`` exceeds every seq.
+        ``raw_vectors`` (``f32[n_blocks, B, d]`` on the host) stands in for a
+        state without vectors (``load(mmap=True)``).
         The constructor's checks of ``dim``, ``metric`` and ``config`` still run.
         """
         index = cls(dim, metric, config)
@@ -206,6 +213,7 @@ class IvfIndex:
         index._next_seq = int(next_seq)
         index._kmeans_iterations = int(kmeans_iterations)
         index._kmeans_inertia = None if kmeans_inertia is None else float(kmeans_inertia)
+        index._raw_vectors = raw_vectors
         return index
 
     # ------------------------------------------------------------------ basics
@@ -288,7 +296,7 @@ class IvfIndex:
         self._disk_bytes = save_index(self, path)
 
     @classmethod
-    def load(cls, path, *, device=None) -> "IvfIndex":
+    def load(cls, path, *, device=None, mmap: bool = False) -> "IvfIndex":
         """Read an index written by :meth:`save`, on any backend.
 
         Every field is validated before anything is built; no k-means or
@@ -298,14 +306,27 @@ class IvfIndex:
         Args:
             path: the save's directory.
             device: a ``jax.Device`` for the state's arrays (None: the default).
+            mmap: IVF-PQ with raw vectors only: leave the raw vectors in the
+                save's file, memory-mapped read-only, instead of in memory.
+                Searches scan the codes as always; a refine re-ranks the
+                shortlist from the file, ``get`` and ``retrain`` read it, and
+                results are the same as an in-memory load's. The file must stay
+                in place while the index uses it (a later save to the same path
+                is fine). The first insert, upsert or compaction moves the raw
+                vectors into memory (the index becomes an ordinary one); deletes
+                do not. Pages the searches read count in the process's resident
+                memory as file cache the kernel may reclaim. A codes-only index
+                has no raw vectors: the flag changes nothing.
 
         Raises:
             IndexFileError: a missing, truncated, corrupted, tampered or
                 future-version save, naming the file and field.
+            InvalidConfigError: ``mmap=True`` for an IVF-Flat save (its search
+                scans the raw vectors, which must be in memory).
         """
         from ._persist import load_index
 
-        return load_index(path, device=device)
+        return load_index(path, device=device, mmap=mmap)
 
     def _require_trained(self) -> tuple[IvfState, BlockLayout]:
         """The state and layout; raises InvalidConfigError if untrained."""
@@ -465,6 +486,7 @@ class IvfIndex:
         jax.block_until_ready(state)  # a failed kernel raises here, before the commit
         with deferred_interrupt():
             self._state, self._layout, self._state_exported = state, layout, False
+            self._raw_vectors = None  # a retrain of an mmap-loaded index keeps them here
             self._kmeans_iterations, self._kmeans_inertia = iterations, inertia
             self._entries = entries
             self._next_seq = next_seq
@@ -685,6 +707,7 @@ class IvfIndex:
             raise InvalidConfigError(
                 f"sequence numbers exhausted ({SEQ_LIMIT}); retrain() into a new index"
             )
+        self._raw_vectors_to_device()
         state, layout = self._require_trained()
         with _device_errors("insert"):  # nothing is donated before this returns
             labels, rows, spill = _insert.prepare_entries(state, x, self._config.spill_lambda)
@@ -758,6 +781,7 @@ class IvfIndex:
     def _compact(self) -> None:
         """Rebuild the layout from the live entries (drops holes); unobservable
         (see :func:`_insert.compacted`)."""
+        self._raw_vectors_to_device()
         state, layout = self._require_trained()
         with deferred_interrupt():  # compacted() donates nothing; the swap is atomic
             new = _insert.compacted(state, layout, self._entries)
@@ -765,10 +789,28 @@ class IvfIndex:
             self._state_exported = False
             self._runner.invalidate()
 
+    def _raw_vectors_to_device(self) -> None:
+        """Before a write that moves rows: an mmap-loaded index's raw vectors go
+        into the state (the index becomes an ordinary in-memory one). Atomic."""
+        raw = self._raw_vectors
+        if raw is None:
+            return
+        state, _ = self._require_trained()
+        with _device_errors("moving the memory-mapped raw vectors to the device"):
+            vectors = jax.device_put(np.asarray(raw), state.norms.sharding)
+            jax.block_until_ready(vectors)
+        with deferred_interrupt():
+            self._state = state.replace(vectors=vectors)
+            self._raw_vectors = None
+
     def _vectors_of(self, slots: np.ndarray) -> np.ndarray:
-        """Host ``f32[n, d]`` vectors of ``slots``: stored, or for codes-only IVF-PQ
-        the reconstructions."""
+        """Host ``f32[n, d]`` vectors of ``slots``: stored (in the state or, loaded
+        with ``mmap=True``, in the file), or for codes-only IVF-PQ the
+        reconstructions."""
         state, layout = self._require_trained()
+        if self._raw_vectors is not None:
+            B = state.block_size
+            return np.array(self._raw_vectors[slots // B, slots % B])
         if state.keeps_vectors:
             B = state.block_size
             if len(slots) == 1:  # one row: index on the device, move only it
@@ -873,9 +915,16 @@ class IvfIndex:
         # padding, and so is a refine shortlist past them
         k_run = min(k, len(entries))
         refine = min(refine, -(-len(entries) // k_run)) if state.is_pq else 0
-        D, S = self._runner.run(
-            state, layout, entries, q2, k_run, flt, n_probes=n_probes, refine=refine, path=path
-        )
+        if self._raw_vectors is not None and refine > 0:  # loaded with mmap=True
+            short = min(refine * k_run, len(entries))  # the in-memory re-score's shortlist
+            _, S = self._runner.run(
+                state, layout, entries, q2, short, flt, n_probes=n_probes, refine=0, path=path
+            )
+            D, S = rerank_from_host(state, self._raw_vectors, q2, S, k_run)
+        else:
+            D, S = self._runner.run(
+                state, layout, entries, q2, k_run, flt, n_probes=n_probes, refine=refine, path=path
+            )
         if k_run < k:
             D = np.concatenate([D, np.full((nq, k - k_run), np.inf, np.float32)], axis=1)
             S = np.concatenate([S, np.full((nq, k - k_run), -1, np.int64)], axis=1)
@@ -1025,6 +1074,8 @@ class IvfIndex:
             "block_size": None if self._state is None else self._state.block_size,
             "padding_ratio": (lay.allocated_rows() / live_rows) if lay and live else None,
             "keep_raw_vectors": self._config.keep_raw_vectors,
+            # load(mmap=True): raw vectors read from the save's file (not in memory)
+            "mapped_bytes": 0 if self._raw_vectors is None else int(self._raw_vectors.nbytes),
             "row_bytes": row_bytes,
             "bytes_per_vector": (sum(mem.values()) / live) if live else None,
             "last_search": self._runner.last_search_stats(),

@@ -77,8 +77,11 @@ their buffers, rows live exactly where an entry is, the layout's bookkeeping
 consistent with the rows, ids unique, stored vectors finite).
 Every failure raises :class:`IndexFileError` (a missing save included; the
 ``OSError``, JSON, safetensors or decoding error is its ``__cause__``).
-Loading runs no k-means, assignment or kernel: it only reads arrays and puts
-them on the device.
+Loading runs no k-means, assignment or kernel: it only reads arrays (in one
+pass, hashing as it reads: :mod:`._tensor_file`) and puts them on the device.
+With ``mmap=True`` an IVF-PQ save's ``state.vectors`` is streamed for the
+checksum and the finiteness check, then memory-mapped instead of kept; the
+index's state then holds no vectors (see ``IvfIndex.load``).
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ from ._errors import (
 from ._layout import BlockLayout
 from ._search.topk import SEQ_LIMIT
 from ._state import IvfState
+from ._tensor_file import no_constant, read_tensors, unique_keys
 from ._validate import canonical_metadata, metadata_bytes
 
 if TYPE_CHECKING:
@@ -245,6 +249,8 @@ def _encode(index: IvfIndex) -> tuple[dict, dict[str, np.ndarray]]:
         assert state is not None and layout is not None
         for name in _STATE_ARRAYS:
             arrays[f"state.{name}"] = np.ascontiguousarray(np.asarray(getattr(state, name)))
+        if index._raw_vectors is not None:  # loaded with mmap=True: read from the map
+            arrays["state.vectors"] = index._raw_vectors
         for name in _LAYOUT_ARRAYS:
             arrays[f"layout.{name}"] = np.ascontiguousarray(getattr(layout, name))
         lens = [len(h) for h in layout.holes]
@@ -490,24 +496,11 @@ def _read_file(path: Path, expect: int | None = None) -> bytes:
     return data
 
 
-def _no_duplicates(pairs: list) -> dict:
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str):
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
 def _parse_manifest(raw: bytes, where: Path) -> dict:
     """JSON -> dict, checking the format, its version and the manifest checksum."""
     try:
         m = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+            raw.decode("utf-8"), object_pairs_hook=unique_keys, parse_constant=no_constant
         )
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError too
         raise IndexFileError(f"{where}: not valid JSON ({e}); {_FIX}", path=str(where)) from e
@@ -546,20 +539,6 @@ def _parse_manifest(raw: bytes, where: Path) -> dict:
     return m
 
 
-def _parse_arrays(blob: bytes, where: Path) -> dict[str, np.ndarray]:
-    try:
-        arrays = safetensors.numpy.load(blob)
-    except Exception as e:  # a foreign parser: SafetensorError, and whatever else it raises
-        raise IndexFileError(
-            f"{where}: not a valid safetensors file ({type(e).__name__}: {e}); {_FIX}",
-            path=str(where),
-        ) from e
-    if not isinstance(arrays, dict) or not all(isinstance(a, np.ndarray) for a in arrays.values()):
-        _fail(where, None, "did not parse into named arrays")
-    return arrays
-
-
-# ---------------------------------------------------------------- validation
 class _Manifest:
     """Typed getters over the manifest dict; every failure names the key."""
 
@@ -768,7 +747,7 @@ def _array_specs(h: _Header) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
     specs.update(
         {
             "state.centroids": (_F32, (nlist, d)),
-            "state.vectors": (_F32, (nb, B, d)),
+            "state.vectors": (_F32, (nb, B, d if h.config.keep_raw_vectors else 0)),
             "state.norms": (_F32, (nb, B)),
             "state.codes": (_U8, (nb, B, M)),
             "state.pq_terms": (_F32, (nb, terms)),
@@ -796,6 +775,15 @@ class _Arrays:
 
     def __init__(self, arrays: dict[str, np.ndarray], where: Path):
         self.a, self.where = arrays, where
+        self.nonfinite: frozenset[str] = frozenset()  # memory-mapped ones, checked streaming
+
+    def finite(self, name: str) -> None:
+        """Every value finite (a memory-mapped array: as found while streaming)."""
+        if isinstance(self.a[name], np.memmap):
+            if name in self.nonfinite:
+                self.fail(name, "holds NaN or Inf")
+        else:
+            self.expect(name, np.isfinite(self.a[name]), "holds NaN or Inf")
 
     def fail(self, name: str, problem: str) -> NoReturn:
         _fail(self.where, f"array {name!r}", problem)
@@ -882,7 +870,7 @@ def _check_layout(h: _Header, A: _Arrays) -> None:
     A.expect("layout.list_live", handed == live + hole_n, "rows handed out != live + holes")
     # inserts take finite vectors only; derived floats (norms, centroids, ...) of
     # extreme inputs may overflow in a valid index, and wrong values cannot crash
-    A.expect("state.vectors", np.isfinite(A["state.vectors"]), "holds NaN or Inf")
+    A.finite("state.vectors")
 
 
 def _check_entries(h: _Header, A: _Arrays) -> tuple[np.ndarray, np.ndarray]:
@@ -964,14 +952,20 @@ def _decode_ids(h: _Header, A: _Arrays) -> list:
                 ) from e
     if len(set(ids)) != len(ids):
         A.fail("ids.kind", "two live entries have the same id")
-    wide = sum(1 for i in ids if not (isinstance(i, int) and i < _I63))
+    if bool(is_int.all()):
+        wide = int((ints >= _I63).sum())
+    else:
+        wide = sum(1 for i in ids if not (isinstance(i, int) and i < _I63))
     if wide != h.n_wide_ids:
         A.fail("ids.int", f"has {wide} ids outside int64, the manifest says {h.n_wide_ids}")
     return ids
 
 
 def _check_slot_int(h: _Header, A: _Arrays, ids: list, own, twin) -> None:
-    narrow = np.array([i if isinstance(i, int) and i < _I63 else -1 for i in ids], np.int64)
+    if h.n_wide_ids == 0 and bool((A["ids.kind"] == KIND_INT).all()):
+        narrow = A["ids.int"].astype(np.int64)  # every id an int below 2**63 (checked)
+    else:
+        narrow = np.array([i if isinstance(i, int) and i < _I63 else -1 for i in ids], np.int64)
     expect = np.full(h.n_slots, -1, np.int64)
     expect[own] = narrow
     has = twin >= 0
@@ -981,8 +975,10 @@ def _check_slot_int(h: _Header, A: _Arrays, ids: list, own, twin) -> None:
 
 def _decode_metadata(h: _Header, own: np.ndarray, ids: list, where: Path) -> dict:
     mf = _Manifest({}, where)
-    index_of = {s: i for i, s in enumerate(own.tolist())}
     meta: dict = {}
+    if not h.metadata:
+        return meta
+    index_of = {s: i for i, s in enumerate(own.tolist())}
     for pos, item in enumerate(h.metadata):
         field = f"metadata[{pos}]"
         if not isinstance(item, list) or len(item) != 2:
@@ -1019,10 +1015,20 @@ class _Parts:
     meta: dict
 
 
-def _decode(m: dict, arrays: dict[str, np.ndarray], mpath: Path, apath: Path) -> _Parts:
-    """Check a parsed manifest and its arrays together (no device work)."""
-    h = _check_header(m, mpath)
+def _decode(
+    m: dict,
+    arrays: dict[str, np.ndarray],
+    mpath: Path,
+    apath: Path,
+    nonfinite: frozenset[str] = frozenset(),
+    h: _Header | None = None,
+) -> _Parts:
+    """Check a parsed manifest and its arrays together (no device work).
+    Memory-mapped arrays are not read: ``nonfinite`` names those found to hold
+    NaN or Inf while the file was streamed. ``h``: the manifest already checked."""
+    h = _check_header(m, mpath) if h is None else h
     A = _check_shapes(h, arrays, apath)
+    A.nonfinite = nonfinite
     if h.trained:
         _check_layout(h, A)
     own, twin = _check_entries(h, A)
@@ -1037,8 +1043,14 @@ def _build(p: _Parts, device, where: Path) -> IvfIndex:
     from ._index import IvfIndex
 
     h, a = p.header, p.arrays
-    state = layout = None
+    state = layout = raw_vectors = None
     if h.trained:
+        vectors = a["state.vectors"]
+        if isinstance(vectors, np.memmap):  # mmap=True: the device keeps none
+            raw_vectors, a = (
+                vectors,
+                {**a, "state.vectors": np.zeros((h.n_blocks, h.block_size, 0), _F32)},
+            )
         put = {
             name: jax.device_put(a[f"state.{name}"], device, may_alias=False)
             for name in _STATE_ARRAYS
@@ -1079,13 +1091,15 @@ def _build(p: _Parts, device, where: Path) -> IvfIndex:
             next_seq=h.next_seq,
             kmeans_iterations=h.kmeans_iterations,
             kmeans_inertia=h.kmeans_inertia,
+            raw_vectors=raw_vectors,
         )
     except (InvalidConfigError, InvalidMetricError, TypeError) as e:
         raise IndexFileError(f"{where}: not a valid index ({e}); {_FIX}", path=str(where)) from e
 
 
-def _read_save(path: Path) -> tuple[_Parts, int, Path]:
-    """Read and check the save in directory ``path``; returns its parts and size."""
+def _read_save(path: Path, mmap: bool = False) -> tuple[_Parts, int, Path]:
+    """Read and check the save in directory ``path``; returns its parts and size.
+    With ``mmap``, an IVF-PQ index's raw vectors stay on disk (a memory map)."""
     mpath, apath = path / MANIFEST, path / ARRAYS
     raw = _read_file(mpath)
     m = _parse_manifest(raw, mpath)
@@ -1095,18 +1109,31 @@ def _read_save(path: Path) -> tuple[_Parts, int, Path]:
         mf.fail("files", f"must list exactly {ARRAYS!r}")
     size = mf.int(files[ARRAYS], "bytes", f"files.{ARRAYS}.bytes", 0)
     digest = mf.str(files[ARRAYS], "sha256", f"files.{ARRAYS}.sha256")
-    blob = _read_file(apath, size)
-    with ThreadPoolExecutor(1) as pool:  # hash while parsing; the parser is memory-safe
-        actual = pool.submit(_sha256, blob)
-        try:
-            arrays, error = _parse_arrays(blob, apath), None
-        except IndexFileError as e:
-            arrays, error = {}, e
-        if actual.result() != digest:
-            _fail(apath, None, f"its SHA-256 differs from files.{ARRAYS}.sha256 in the manifest")
-    if error is not None:
-        raise error
-    return _decode(m, arrays, mpath, apath), len(raw) + len(blob), mpath
+    h = _check_header(m, mpath)
+    on_disk = frozenset({"state.vectors"}) if mmap and _maps_vectors(h, mpath) else frozenset()
+    got = read_tensors(apath, size, on_disk)
+    if got.sha256 != digest:
+        _fail(apath, None, f"its SHA-256 differs from files.{ARRAYS}.sha256 in the manifest")
+    parts = _decode(m, got.arrays, mpath, apath, got.nonfinite, h)
+    return parts, len(raw) + size, mpath
+
+
+def _maps_vectors(h: _Header, where: Path) -> bool:
+    """Whether ``load(mmap=True)`` leaves this save's raw vectors on disk: a
+    trained IVF-PQ index that keeps them (codes-only has none: nothing to map).
+
+    Raises:
+        InvalidConfigError: an IVF-Flat save (its search scans the raw vectors).
+    """
+    if not h.trained:
+        return False
+    if not h.config.use_pq:
+        raise InvalidConfigError(
+            f"{where}: mmap=True keeps an IVF-PQ index's raw vectors on disk, but this "
+            "save is IVF-Flat, whose search scans its raw vectors in memory; load it "
+            "with mmap=False"
+        )
+    return h.config.keep_raw_vectors
 
 
 def _fallbacks(path: Path) -> list[Path]:
@@ -1125,19 +1152,25 @@ def _fallbacks(path: Path) -> list[Path]:
     return out
 
 
-def load_index(path, *, device=None) -> IvfIndex:
+def load_index(path, *, device=None, mmap: bool = False) -> IvfIndex:
     """Read the index saved in directory ``path`` (see the module docstring).
 
     Args:
         path: the directory :func:`save_index` wrote.
         device: a ``jax.Device`` for the state's arrays (None: the default).
+        mmap: leave an IVF-PQ index's raw vectors in the file, memory-mapped
+            read-only (see ``IvfIndex.load``).
 
     Raises:
         IndexFileError: no save there (and no interrupted one beside it), or a
             file is unreadable, damaged, edited or of a newer format version.
-        TypeError: ``path`` is not path-like, or ``device`` not a ``jax.Device``.
+        InvalidConfigError: ``mmap=True`` for an IVF-Flat save.
+        TypeError: ``path`` is not path-like, ``device`` not a ``jax.Device``
+            or ``mmap`` not a bool.
     """
     path = Path(os.fspath(path))
+    if not isinstance(mmap, bool):
+        raise InvalidArgumentError(f"mmap must be a bool, got {type(mmap).__name__}")
     if device is not None and not isinstance(device, jax.Device):
         raise InvalidArgumentError(
             f"device must be a jax.Device or None, got {type(device).__name__}; "
@@ -1146,12 +1179,12 @@ def load_index(path, *, device=None) -> IvfIndex:
     if os.path.lexists(path):
         if not path.is_dir():
             _fail(path, None, "is not a directory", "pass the directory that IvfIndex.save wrote")
-        parts, nbytes, where = _read_save(path)
+        parts, nbytes, where = _read_save(path, mmap)
     else:
         first: IndexFileError | None = None
         for candidate in _fallbacks(path):
             try:
-                parts, nbytes, where = _read_save(candidate)
+                parts, nbytes, where = _read_save(candidate, mmap)
                 break
             except IndexFileError as e:
                 first = first or e

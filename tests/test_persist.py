@@ -90,6 +90,13 @@ CASES = {
     "pq_l2": ("euclidean", {**PQ, "pq_refine_factor": 0}, INT_IDS, False, []),
     "pq_l2_res": ("euclidean", {**RES, "pq_refine_factor": 3}, INT_IDS, True, INT_IDS[7:30]),
     "pq_dot_res": ("dot_product", {**RES, "pq_refine_factor": 2}, INT_IDS, False, []),
+    "pq_codes_only": (
+        "euclidean",
+        {**RES, "pq_refine_factor": 0, "keep_raw_vectors": False},
+        INT_IDS,
+        True,
+        INT_IDS[::50],
+    ),
     "spill_flat": ("euclidean", {"spill_lambda": 1.0}, INT_IDS, False, INT_IDS[50:70]),
     "spill_pq": (
         "dot_product",
@@ -511,14 +518,17 @@ def _load_arrays(path: Path) -> dict:
 
 
 def _expect_error(path: Path, case: str, failures: list) -> None:
-    try:
-        load_index(path)
-    except IndexFileError:
-        return
-    except BaseException as e:  # noqa: BLE001 - the point: nothing else may escape
-        failures.append(f"{case}: {type(e).__name__}: {e}")
-        return
-    failures.append(f"{case}: loaded without error")
+    """Loading must raise IndexFileError; a PQ save is tried with mmap=True too
+    (its raw vectors are then streamed and mapped, not read into memory)."""
+    for mmap in (False, True) if "pq" in case else (False,):
+        try:
+            load_index(path, mmap=mmap)
+        except IndexFileError:
+            continue
+        except BaseException as e:  # noqa: BLE001 - the point: nothing else may escape
+            failures.append(f"{case} (mmap={mmap}): {type(e).__name__}: {e}")
+            continue
+        failures.append(f"{case} (mmap={mmap}): loaded without error")
 
 
 def test_truncated_flipped_and_missing_files(bases, tmp_path):
