@@ -30,16 +30,23 @@ _COMPILE_EVENTS = {
 }
 
 
+_CACHE_HIT = "/jax/compilation_cache/cache_hits"
+
+
 class CompileMeter:
     """Counts JAX compilations and their time while active (a context manager).
 
-    ``compiles`` is the number of XLA backend compilations; ``seconds`` the time
-    spent tracing, lowering and compiling. A timed loop with ``compiles > 0``
-    recompiled and its timings include compilation.
+    ``compiles`` is the number of XLA backend compilations, ``cache_hits`` the
+    programs loaded from the persistent compilation cache instead (JAX times a
+    hit as a backend compile too; it is not counted in ``compiles``);
+    ``seconds`` the time spent tracing, lowering and compiling (or loading). A
+    timed loop with ``compiles + cache_hits > 0`` built a program and its
+    timings include that.
     """
 
     def __init__(self):
         self.compiles = 0
+        self.cache_hits = 0
         self.parts = dict.fromkeys(_COMPILE_EVENTS.values(), 0.0)
 
     @property
@@ -54,15 +61,27 @@ class CompileMeter:
         if part == "backend_compile_s":
             self.compiles += 1
 
+    def _listen_hit(self, event: str, **kwargs) -> None:
+        if event == _CACHE_HIT:
+            self.cache_hits += 1
+            self.compiles -= 1
+
     def __enter__(self) -> Self:
         jax.monitoring.register_event_duration_secs_listener(self._listen)
+        jax.monitoring.register_event_listener(self._listen_hit)
         return self
 
     def __exit__(self, *exc) -> None:
         jax.monitoring.unregister_event_duration_listener(self._listen)
+        jax.monitoring.unregister_event_listener(self._listen_hit)
 
     def as_dict(self) -> dict:
-        return {"compiles": self.compiles, "seconds": self.seconds, **self.parts}
+        return {
+            "compiles": self.compiles,
+            "cache_hits": self.cache_hits,
+            "seconds": self.seconds,
+            **self.parts,
+        }
 
 
 @dataclasses.dataclass
