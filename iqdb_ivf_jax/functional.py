@@ -120,8 +120,9 @@ def _check_search_args(state: IvfState, k, n_probes, mask, refine, scan_blocks):
     refine = _static_int("refine", refine, 0, why="; use 0 for ADC distances")
     if refine and state.is_pq and not state.keeps_vectors:
         raise InvalidConfigError(
-            f"refine={refine} needs the raw vectors, which a codes-only state "
-            "(keep_raw_vectors=False) does not keep; use refine=0 (ADC distances)"
+            f"refine={refine} needs the raw vectors, which this state does not hold (a "
+            "codes-only index, keep_raw_vectors=False, or one loaded with mmap=True); use "
+            "refine=0 (ADC distances), or IvfIndex.search for a memory-mapped index"
         )
     if scan_blocks is None:
         scan_blocks = default_scan_blocks(state, n_probes)

@@ -16,6 +16,7 @@ from iqdb_ivf_jax import (
     InvalidConfigError,
     IvfConfig,
     IvfIndex,
+    functional,
 )
 from iqdb_ivf_jax import _persist as persist
 
@@ -62,6 +63,8 @@ def test_results_equal_an_in_memory_load(saved):
     mem, mapped = IvfIndex.load(saved), IvfIndex.load(saved, mmap=True)
     assert mapped.stats().extra["mapped_bytes"] > 0 and mem.stats().extra["mapped_bytes"] == 0
     assert not mapped.state.keeps_vectors  # nothing of the raw vectors in the state
+    with pytest.raises(InvalidConfigError, match="mmap=True"):  # the functional API cannot
+        functional.search(mapped.state, Q[0], k=3, n_probes=2, refine=2)
     for kw in (
         {},
         {"path": "query"},

@@ -131,12 +131,14 @@ class IndexMachine(RuleBasedStateMachine):
         self.index.retrain()
 
     @precondition(lambda self: self.saves < 3)
-    @rule()
-    def save_and_load(self):
+    @rule(mmap=st.booleans())
+    def save_and_load(self, mmap):
+        """Save (over the last save) and load; IVF-PQ maybe with its raw vectors
+        left in the file (``mmap=True``), which later writes must handle."""
         path = os.path.join(self.tmp.name, "index")
         before = self._search_batch(_rows(self.saves, 8), 5, None)
         self.index.save(path)
-        self.index = IvfIndex.load(path)
+        self.index = IvfIndex.load(path, mmap=mmap and self.index.config.use_pq)
         self.saves += 1
         after = self._search_batch(_rows(self.saves - 1, 8), 5, None)
         np.testing.assert_array_equal(before[1], after[1])
