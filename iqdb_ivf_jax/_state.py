@@ -9,6 +9,7 @@ to ids.
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -152,39 +153,29 @@ class IvfState:
         term_width = block_size if by_residual and metric is Metric.EUCLIDEAN else 0
         return cls(
             centroids=centroids,
-            vectors=jnp.zeros((n_blocks, block_size, d if keep_vectors else 0), jnp.float32),
-            norms=jnp.zeros((n_blocks, block_size), jnp.float32),
-            codes=jnp.zeros((n_blocks, block_size, m), jnp.uint8),
-            pq_terms=jnp.zeros((n_blocks, term_width), jnp.float32),
             codebooks=codebooks,
-            seqs=jnp.zeros((n_blocks, block_size), jnp.int32),
-            valid=jnp.zeros((n_blocks, block_size), bool),
-            twin=jnp.full((n_blocks, block_size if spill else 0), -1, jnp.int32),
-            list_blocks=jnp.full((nlist, table_width), -1, jnp.int32),
-            list_nblocks=jnp.zeros((nlist,), jnp.int32),
             centroid_sq=centroid_sq_norms(centroids),
             metric=metric,
             by_residual=by_residual,
+            **_empty_rows(
+                n_blocks,
+                block_size,
+                d if keep_vectors else 0,
+                m,
+                term_width,
+                block_size if spill else 0,
+                nlist,
+                table_width,
+            ),
         )
 
     def grown(self, n_blocks: int, table_width: int) -> "IvfState":
         """A copy with at least ``n_blocks`` blocks and ``table_width`` columns."""
         add_b = max(0, n_blocks - self.n_blocks)
         add_w = max(0, table_width - self.table_width)
-
-        def pad(a, fill=0):
-            return jnp.pad(a, [(0, add_b)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
-
-        return self.replace(
-            vectors=pad(self.vectors),
-            norms=pad(self.norms),
-            codes=pad(self.codes),
-            pq_terms=pad(self.pq_terms),
-            seqs=pad(self.seqs),
-            valid=pad(self.valid, False),
-            twin=pad(self.twin, -1),
-            list_blocks=jnp.pad(self.list_blocks, [(0, 0), (0, add_w)], constant_values=-1),
-        )
+        if not (add_b or add_w):
+            return self
+        return self.replace(**_padded_rows(self, add_b=add_b, add_w=add_w))
 
     def nbytes_by_field(self) -> dict[str, int]:
         """Bytes held by each array field."""
@@ -194,3 +185,40 @@ class IvfState:
             if isinstance(v, (jax.Array, np.ndarray)):
                 out[f.name] = int(v.size * v.dtype.itemsize)
         return out
+
+
+_ROW_FIELDS = ("vectors", "norms", "codes", "pq_terms", "seqs", "valid", "twin")
+_FILL = {"twin": -1, "valid": False}  # empty rows; the rest 0 (list_blocks -1)
+
+
+@functools.partial(jax.jit, static_argnums=tuple(range(8)))
+def _empty_rows(nb: int, B: int, d: int, m: int, terms: int, twin: int, nlist: int, W: int):
+    """The row and table arrays of an empty state, in one program (not one per
+    array: each eager ``jnp.zeros`` compiles its own)."""
+    return {
+        "vectors": jnp.zeros((nb, B, d), jnp.float32),
+        "norms": jnp.zeros((nb, B), jnp.float32),
+        "codes": jnp.zeros((nb, B, m), jnp.uint8),
+        "pq_terms": jnp.zeros((nb, terms), jnp.float32),
+        "seqs": jnp.zeros((nb, B), jnp.int32),
+        "valid": jnp.zeros((nb, B), bool),
+        "twin": jnp.full((nb, twin), -1, jnp.int32),
+        "list_blocks": jnp.full((nlist, W), -1, jnp.int32),
+        "list_nblocks": jnp.zeros((nlist,), jnp.int32),
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("add_b", "add_w"))
+def _padded_rows(state: IvfState, *, add_b: int, add_w: int) -> dict:
+    """``add_b`` empty blocks appended to every row array and ``add_w`` columns
+    to ``list_blocks``, in one program."""
+    out = {
+        name: jnp.pad(
+            getattr(state, name),
+            [(0, add_b)] + [(0, 0)] * (getattr(state, name).ndim - 1),
+            constant_values=_FILL.get(name, 0),
+        )
+        for name in _ROW_FIELDS
+    }
+    out["list_blocks"] = jnp.pad(state.list_blocks, [(0, 0), (0, add_w)], constant_values=-1)
+    return out
