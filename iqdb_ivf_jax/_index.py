@@ -456,7 +456,7 @@ class IvfIndex:
         entries = self._entries
         slots = entries.live_slots()
         vec = self._vectors_of(slots)
-        ids = [entries.slot_id[s] for s in slots.tolist()]
+        ids = entries.ids_for_slots(slots)
         return ids, vec, [entries.meta.get(i) for i in ids], entries.slot_seq[slots].copy()
 
     def _install(self, res, codebooks, block, ids, x, metas, seqs, *, next_seq: int) -> None:
@@ -542,7 +542,7 @@ class IvfIndex:
             validation error.
         """
         canon, x, metas, int_ids = self._batch_args(ids, vectors, metadata)
-        if len(set(canon)) < len(canon) or not self._entries.id_slot.keys().isdisjoint(canon):
+        if len(set(canon)) < len(canon) or self._entries.any_live(canon):
             self._raise_first_duplicate(canon)
         if not canon:
             return
@@ -829,7 +829,7 @@ class IvfIndex:
         id_ = canonical_id(id)
         if id_ not in self._entries:
             raise NotFoundError(id_)
-        slot = self._entries.id_slot[id_]
+        slot = self._entries.slot_of(id_)
         vec = np.array(self._vectors_of(np.array([slot]))[0], np.float32)
         return vec, self._entries.metadata(id_)
 

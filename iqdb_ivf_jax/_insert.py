@@ -311,7 +311,7 @@ def compacted(
         x, norms, codes, terms = read_rows(state, twin)
         new = write_rows(new, slots2, x, norms, codes, terms, seqs, labels, donate=True)
     new = new.replace(**table_arrays(new_layout))
-    ids = [entries.slot_id[s] for s in own.tolist()]
+    ids = entries.ids_for_slots(own)
     new_entries = EntryTable(new_layout.n_blocks * state.block_size, spills=twin is not None)
     new_entries.bind(ids, slots, [entries.meta.get(i) for i in ids], seqs, slots2=slots2)
     return new, new_layout, new_entries

@@ -150,7 +150,17 @@ _LAYOUT_ATTRS = frozenset(
     _LAYOUT_ARRAYS + ("block_size", "n_used_blocks", "holes", "n_holes")
 )  # every attribute BlockLayout.__init__ sets
 _ENTRY_ATTRS = frozenset(
-    ("id_slot", "slot_id", "slot_int", "slot_seq", "slot_twin", "meta", "meta_bytes", "n_wide_ids")
+    (
+        "int_ids",
+        "id_slot",
+        "slot_id",
+        "slot_int",
+        "slot_seq",
+        "slot_twin",
+        "meta",
+        "meta_bytes",
+        "n_wide_ids",
+    )
 )  # every attribute EntryTable.__init__ sets
 _FIX = "the save is damaged or was edited; restore it from a backup or save the index again"
 _I63 = 1 << 63
@@ -217,7 +227,7 @@ def _encode_ids(entries: EntryTable, own: np.ndarray) -> dict[str, np.ndarray]:
     ints = np.zeros(n, np.uint64)
     lens = np.zeros(n, np.int64)
     pieces = []
-    for i, id_ in enumerate(entries.id_slot):
+    for i, id_ in enumerate(entries.ids_for_slots(own)):
         if isinstance(id_, int):
             kind[i], ints[i] = KIND_INT, id_
             continue
@@ -266,13 +276,12 @@ def _encode(index: IvfIndex) -> tuple[dict, dict[str, np.ndarray]]:
             "n_used_blocks": int(layout.n_used_blocks),
             "n_holes": int(layout.n_holes),
         }
-    own = np.fromiter(entries.id_slot.values(), np.int64, len(entries.id_slot))
+    own = entries.own_slots()
     arrays["entries.own_slots"] = own
     arrays["entries.slot_int"] = np.ascontiguousarray(entries.slot_int, np.int64)
     arrays["entries.slot_seq"] = np.ascontiguousarray(entries.slot_seq, np.int64)
     arrays["entries.slot_twin"] = np.ascontiguousarray(entries.slot_twin, np.int64)
     arrays.update(_encode_ids(entries, own))
-    id_slot = entries.id_slot
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -291,14 +300,14 @@ def _encode(index: IvfIndex) -> tuple[dict, dict[str, np.ndarray]]:
         "state": state_m,
         "layout": layout_m,
         "entries": {
-            "n_slots": len(entries.slot_id),
+            "n_slots": entries.n_slots,
             "n_live": len(entries),
             "spills": index._config.spill_lambda is not None,
             "meta_bytes": int(entries.meta_bytes),
             "n_wide_ids": int(entries.n_wide_ids),
         },
         "ids": {"encoding": ID_ENCODING, "blob_bytes": int(arrays["ids.blob"].size)},
-        "metadata": [[id_slot[i], _meta_out(m)] for i, m in entries.meta.items()],
+        "metadata": [[entries.slot_of(i), _meta_out(m)] for i, m in entries.meta.items()],
     }
     return manifest, arrays
 
@@ -1066,14 +1075,19 @@ def _build(p: _Parts, device, where: Path) -> IvfIndex:
         layout.holes = [holes[off[i] : off[i + 1]] for i in range(nlist)]
         layout.n_holes = h.n_holes
     entries = EntryTable(h.n_slots, spills=h.spills)
-    slot_id: list = [None] * h.n_slots
-    own, twin = p.own.tolist(), p.twin.tolist()
-    for id_, s, t in zip(p.ids, own, twin):
-        slot_id[s] = id_
-        if t >= 0:
-            slot_id[t] = id_
-    entries.id_slot = dict(zip(p.ids, own))
-    entries.slot_id = slot_id
+    if h.n_wide_ids == 0:  # every id an int below 2**63: the compact id map
+        assert entries.int_ids is not None
+        entries.int_ids.add(np.array(p.ids, np.int64), p.own)
+    else:
+        slot_id: list = [None] * h.n_slots
+        own, twin = p.own.tolist(), p.twin.tolist()
+        for id_, s, t in zip(p.ids, own, twin):
+            slot_id[s] = id_
+            if t >= 0:
+                slot_id[t] = id_
+        entries.int_ids = None
+        entries.id_slot = dict(zip(p.ids, own))
+        entries.slot_id = slot_id
     entries.slot_int = np.array(a["entries.slot_int"])
     entries.slot_seq = np.array(a["entries.slot_seq"])
     entries.slot_twin = np.array(a["entries.slot_twin"])

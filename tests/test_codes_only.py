@@ -80,7 +80,7 @@ def test_get_returns_the_reconstruction(residual):
     st = lean.state
     for i in (0, 17, 799):
         vec, meta = lean.get(i)
-        slot = lean._entries.id_slot[i]
+        slot = lean._entries.slot_of(i)
         b, r = divmod(slot, st.block_size)
         want = np.asarray(pq_decode(st.codes[b, r][None], st.codebooks))[0]
         if residual:
@@ -97,14 +97,14 @@ def test_compaction_moves_codes_without_changing_results():
     q = x[:50] + 0.05
     before = lean.search_arrays(q, k=10)
     codes_before = {
-        i: np.asarray(lean.state.codes).reshape(-1, M)[lean._entries.id_slot[i]] for i in (1, 2, 4)
+        i: np.asarray(lean.state.codes).reshape(-1, M)[lean._entries.slot_of(i)] for i in (1, 2, 4)
     }
     lean._compact()
     assert lean.stats().extra["tombstones"] == 0
     assert_same_results(before, lean.search_arrays(q, k=10))
     for i, c in codes_before.items():
         np.testing.assert_array_equal(
-            np.asarray(lean.state.codes).reshape(-1, M)[lean._entries.id_slot[i]], c
+            np.asarray(lean.state.codes).reshape(-1, M)[lean._entries.slot_of(i)], c
         )
 
 

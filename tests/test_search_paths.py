@@ -76,7 +76,7 @@ def test_functional_mask_equals_filter(built):
     _D, I = index.search_arrays(q, k=5, filter=flt)
     mask = np.zeros(index.state.valid.size, bool)
     for i in range(0, len(x), 2):
-        mask[index._entries.id_slot[i]] = True
+        mask[index._entries.slot_of(i)] = True
     mask = mask.reshape(index.state.valid.shape)
     np.testing.assert_array_equal(index.filter_mask(flt), mask)  # the public helper
     np.testing.assert_array_equal(index.filter_mask({"even": True}), mask)

@@ -34,7 +34,7 @@ def _index(metric="euclidean", lam=1.0, *, pq=False, refine=4, n_probes=2, n=600
 
 def _lists_of(idx: IvfIndex, ids) -> tuple[np.ndarray, np.ndarray]:
     """(own list, spilled list) of each id, from the index's bookkeeping."""
-    own = np.array([idx._entries.id_slot[i] for i in ids])
+    own = np.array([idx._entries.slot_of(i) for i in ids])
     spilled = idx._entries.slot_twin[own]
     assert (spilled >= 0).all()
     return idx._layout.list_of(own), idx._layout.list_of(spilled)
