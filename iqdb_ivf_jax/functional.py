@@ -197,7 +197,11 @@ def search(
         mask: optional ``bool[n_blocks, B]`` of allowed rows (a filter).
         refine: static IVF-PQ re-rank factor (0 = ADC distances); ignored for Flat.
         scan_blocks: static block budget; default :func:`default_scan_blocks`
-            (always enough). A smaller budget silently skips the tail blocks.
+            (always enough). A smaller budget skips the tail blocks of the last
+            probed lists; ``scan_block_ids(state, probe(state, query,
+            n_probes=n_probes), scan_blocks)[1]`` is the number of blocks the
+            probes own (traceable), so ``needed > scan_blocks`` tells a caller
+            that the result was truncated.
 
     Returns:
         ``(distances f32[k], slots i32[k])``, nearest first, padded with

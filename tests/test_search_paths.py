@@ -170,3 +170,28 @@ def test_shortlist_adc_equals_the_scan_adc_bit_for_bit(metric, residual):
             )
         got = jax.jit(_search.adc_rows)(st, q, probes, row_probe, codes, terms)
         assert np.array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
+
+
+def test_functional_search_truncation_is_detectable():
+    """A budget below the probes' blocks skips their tail; ``scan_block_ids``
+    reports the blocks needed (under jit too), so callers can tell."""
+    x = np.random.default_rng(5).standard_normal((3000, 8)).astype(np.float32)
+    idx = IvfIndex(8, "euclidean", IvfConfig(n_clusters=4, n_probes=4))
+    idx.train(x)
+    idx.insert_batch(range(3000), x)
+    state = idx.state
+
+    @jax.jit
+    def needed(q):
+        probes = functional.probe(state, q, n_probes=4)
+        return functional.scan_block_ids(state, probes, 1)[1]
+
+    need = int(needed(x[0]))
+    assert need > 1
+    full = functional.search(state, x[0], k=10, n_probes=4)
+    assert need <= functional.default_scan_blocks(state, 4)
+    cut = functional.search(state, x[0], k=10, n_probes=4, scan_blocks=1)
+    want = idx.search_arrays(x[:1], 10)
+    assert idx.ids_for_slots(full[1]) == want[1][0].tolist()  # the full budget: the index's answer
+    assert np.isfinite(np.asarray(full[0])).all()
+    assert np.asarray(cut[0]).tolist() != np.asarray(full[0]).tolist()  # fewer rows scanned
