@@ -30,7 +30,7 @@ from iqdb_ivf_jax import (
 DIM = 8
 N_LISTS = 4
 GROUPS = 3
-_EXAMPLES = int(os.environ.get("IQDB_STATEFUL_EXAMPLES", "8"))
+_EXAMPLES = int(os.environ.get("IQDB_STATEFUL_EXAMPLES", "5"))
 
 # ids: small ints and a few strings, so collisions (duplicates, replacements) are common
 ID = st.one_of(st.integers(0, 40), st.sampled_from(["a", "b", "c", "d"]))
