@@ -125,14 +125,17 @@ class EntryTable:
             return
         own = self.own_slots()
         ids = self.slot_int[own].tolist()
+        twin = self.slot_twin[own] if self.slot_twin.size else np.full(own.size, -1, np.int64)
+        self.set_general(ids, own, twin)
+
+    def set_general(self, ids: list, own: np.ndarray, twin: np.ndarray) -> None:
+        """Use ``id_slot`` / ``slot_id`` for live ``ids`` (in insertion order)
+        whose own slots are ``own`` and spilled slots ``twin`` (``-1``: none)."""
         slot_id: list = [None] * self.n_slots
-        for id_, s in zip(ids, own.tolist()):
+        for id_, s, t in zip(ids, own.tolist(), twin.tolist()):
             slot_id[s] = id_
-        if self.slot_twin.size:
-            twins = self.slot_twin[own]
-            for id_, t in zip(ids, twins.tolist()):
-                if t >= 0:
-                    slot_id[t] = id_
+            if t >= 0:
+                slot_id[t] = id_
         self.id_slot = dict(zip(ids, own.tolist()))
         self.slot_id = slot_id
         self.int_ids = None
@@ -288,7 +291,7 @@ class EntryTable:
         if not len(self):
             return mask
         slots = self.own_slots()
-        ids = self.live_ids()
+        ids = self.ids_for_slots(slots)
         keep = filter_mask(flt, [self.meta.get(i) for i in ids])
         mask[slots] = keep
         if self.slot_twin.size:

@@ -479,18 +479,13 @@ def save_index(index: IvfIndex, path) -> int:
 
 
 # ------------------------------------------------------------------------ read
-def _read_file(path: Path, expect: int | None = None) -> bytes:
+def _read_file(path: Path) -> bytes:
+    """The whole of the manifest file (the arrays file: :mod:`._tensor_file`)."""
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 _fail(path, None, "is not a regular file")
-            if expect is not None and st.st_size != expect:
-                _fail(
-                    path,
-                    None,
-                    f"is {st.st_size} bytes but the manifest says {expect} (truncated or replaced)",
-                )
             data = f.read()
     except FileNotFoundError as e:
         raise IndexFileError(
@@ -500,8 +495,6 @@ def _read_file(path: Path, expect: int | None = None) -> bytes:
         raise IndexFileError(
             f"{path}: cannot be read ({e}); check the path and its permissions", path=str(path)
         ) from e
-    if expect is not None and len(data) != expect:
-        _fail(path, None, f"read {len(data)} bytes but the manifest says {expect}")
     return data
 
 
@@ -1079,15 +1072,7 @@ def _build(p: _Parts, device, where: Path) -> IvfIndex:
         assert entries.int_ids is not None
         entries.int_ids.add(np.array(p.ids, np.int64), p.own)
     else:
-        slot_id: list = [None] * h.n_slots
-        own, twin = p.own.tolist(), p.twin.tolist()
-        for id_, s, t in zip(p.ids, own, twin):
-            slot_id[s] = id_
-            if t >= 0:
-                slot_id[t] = id_
-        entries.int_ids = None
-        entries.id_slot = dict(zip(p.ids, own))
-        entries.slot_id = slot_id
+        entries.set_general(p.ids, p.own, p.twin)
     entries.slot_int = np.array(a["entries.slot_int"])
     entries.slot_seq = np.array(a["entries.slot_seq"])
     entries.slot_twin = np.array(a["entries.slot_twin"])

@@ -20,7 +20,7 @@ from .._insert import padded_rows
 from .._layout import pow2_at_least
 from .._metrics import distances
 from .._state import IvfState
-from .topk import smallest_k
+from .query_major import select_exact
 
 _CHUNK = 1024  # queries per re-rank call (bounds the gathered rows in memory)
 
@@ -44,9 +44,7 @@ def rerank(state: IvfState, q: jax.Array, rows: jax.Array, slots: jax.Array, *, 
     norms, seqs = state.norms[safe // B, safe % B], state.seqs[safe // B, safe % B]
 
     def one(qi, xi, ni, si, sl):
-        exact = distances(qi, xi, ni, state.metric)
-        dist, pos = smallest_k(exact, si, sl >= 0, k)
-        return dist, jnp.where(pos >= 0, sl[jnp.maximum(pos, 0)], -1)
+        return select_exact(distances(qi, xi, ni, state.metric), si, sl, k)
 
     return jax.vmap(one)(q, rows, norms, seqs, slots)
 

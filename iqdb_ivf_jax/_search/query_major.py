@@ -260,9 +260,15 @@ def rescore(state, q, approx, seq, ok, slot_of, k: int, shortlist: int):
         _, pos = smallest_k(approx, seq, ok, shortlist)
         short = jnp.where(pos >= 0, slot_of[jnp.maximum(pos, 0)], -1)
         short_seq = seq[jnp.maximum(pos, 0)]
-    exact = _exact_rows(state, q, short)
-    dist, p2 = smallest_k(exact, short_seq, short >= 0, k)
-    return dist, jnp.where(p2 >= 0, short[jnp.maximum(p2, 0)], -1)
+    return select_exact(_exact_rows(state, q, short), short_seq, short, k)
+
+
+def select_exact(exact: jax.Array, seqs: jax.Array, slots: jax.Array, k: int):
+    """The ``k`` best candidates ``slots`` ``i32[S]`` (``-1``: none) by
+    ``(exact distance, seq)``: ``(distances f32[k], slots i32[k])``, padded
+    ``(+inf, -1)``."""
+    dist, pos = smallest_k(exact, seqs, slots >= 0, k)
+    return dist, jnp.where(pos >= 0, slots[jnp.maximum(pos, 0)], -1)
 
 
 @functools.partial(jax.jit, static_argnames=("n_probes",))
