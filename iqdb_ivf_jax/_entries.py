@@ -44,7 +44,8 @@ class EntryTable:
             is in use).
         slot_int: ``int64[n_slots]``, the id where it is an int below ``2**63``,
             else ``-1``: slots map to ids with one gather while every id is one.
-        slot_seq: ``int64[n_slots]``, insertion sequence numbers.
+        slot_seq: ``int32[n_slots]``, insertion sequence numbers (below
+            :data:`~._search.topk.SEQ_LIMIT`, as on the device).
         slot_twin: ``int64[n_slots]`` own <-> spilled slot (``-1``: none); empty
             for an index that does not spill.
         meta: ``{id: metadata}`` for the entries that have some.
@@ -56,7 +57,7 @@ class EntryTable:
         self.id_slot: dict | None = None
         self.slot_id: list | None = None
         self.slot_int = np.full(n_slots, -1, np.int64)
-        self.slot_seq = np.zeros(n_slots, np.int64)
+        self.slot_seq = np.zeros(n_slots, np.int32)
         self.slot_twin = np.full(n_slots if spills else 0, -1, np.int64)
         self.meta: dict = {}
         self.meta_bytes = 0
@@ -148,7 +149,7 @@ class EntryTable:
         if self.slot_id is not None:
             self.slot_id.extend([None] * grow)
         self.slot_int = np.concatenate([self.slot_int, np.full(grow, -1, np.int64)])
-        self.slot_seq = np.concatenate([self.slot_seq, np.zeros(grow, np.int64)])
+        self.slot_seq = np.concatenate([self.slot_seq, np.zeros(grow, np.int32)])
         if self.slot_twin.size:
             self.slot_twin = np.concatenate([self.slot_twin, np.full(grow, -1, np.int64)])
 

@@ -15,7 +15,8 @@ class IntIdMap:
 
     Attributes:
         keys: ``int64[m]`` sorted, unique ids (some removed: slot ``-1``).
-        vals: ``int64[m]`` their slots, ``-1`` for a removed id.
+        vals: ``int32[m]`` their slots (slots index ``int32`` device rows),
+            ``-1`` for a removed id.
         recent: ``{id: slot}`` additions not merged yet (none also in ``keys``
             with a slot ``>= 0``).
         n_dead: removed ids still in ``keys``.
@@ -23,7 +24,7 @@ class IntIdMap:
 
     def __init__(self) -> None:
         self.keys = np.zeros(0, np.int64)
-        self.vals = np.zeros(0, np.int64)
+        self.vals = np.zeros(0, np.int32)
         self.recent: dict[int, int] = {}
         self.n_dead = 0
 
@@ -95,8 +96,8 @@ class IntIdMap:
         vals = np.concatenate(
             [
                 self.vals[live],
-                np.fromiter(self.recent.values(), np.int64, n),
-                slots.astype(np.int64),
+                np.fromiter(self.recent.values(), np.int32, n),
+                slots.astype(np.int32),
             ]
         )
         order = np.argsort(keys, kind="stable")
@@ -107,7 +108,8 @@ class IntIdMap:
         """``int64[len]`` the slots of every id, in no particular order."""
         n = len(self.recent)
         return np.concatenate(
-            [self.vals[self.vals >= 0], np.fromiter(self.recent.values(), np.int64, n)]
+            [self.vals[self.vals >= 0], np.fromiter(self.recent.values(), np.int64, n)],
+            dtype=np.int64,
         )
 
     def nbytes(self) -> int:

@@ -83,7 +83,7 @@ def _write(arrays, b, r, x, norms, codes, terms, seqs, twin):
     vectors, nrm, cds, trm, sq, valid, tw = arrays
     return (
         vectors.at[b, r].set(x, mode="drop") if vectors.shape[2] else vectors,
-        nrm.at[b, r].set(norms, mode="drop"),
+        nrm.at[b, r].set(norms, mode="drop") if nrm.shape[1] else nrm,
         cds.at[b, r].set(codes, mode="drop"),
         trm.at[b, r].set(terms, mode="drop") if trm.shape[1] else trm,
         sq.at[b, r].set(seqs, mode="drop"),
@@ -183,14 +183,15 @@ def write_rows(state, slots, x, norms, codes, terms, seqs, twin=None, *, donate:
 @jax.jit
 def _gather(state: IvfState, b: jax.Array, r: jax.Array):
     terms = state.pq_terms[b, r] if state.keeps_pq_terms else jnp.zeros((b.shape[0], 0))
-    return state.vectors[b, r], state.norms[b, r], state.codes[b, r], terms
+    norms = state.norms[b, r] if state.keeps_norms else jnp.zeros((b.shape[0], 0))
+    return state.vectors[b, r], norms, state.codes[b, r], terms
 
 
 def read_rows(state: IvfState, slots: np.ndarray):
     """The stored ``(x, norms, codes, terms)`` of ``slots`` (host ``int[n]``), on
     the device and padded to :func:`padded_rows` as :func:`write_rows` takes
     them: writing them to new slots moves rows without re-assigning or
-    re-encoding. ``x`` is ``[n_pad, 0]`` for codes-only IVF-PQ, ``terms``
+    re-encoding. ``x`` and ``norms`` are ``[n_pad, 0]`` for codes-only IVF-PQ, ``terms``
     ``[n_pad, 0]`` where the state keeps none."""
     n_pad = padded_rows(len(slots))
     b, r = _split(state, np.asarray(slots), n_pad)

@@ -1,8 +1,10 @@
 """Host-side block allocator mirroring ``IvfState.list_blocks``.
 
 Lists grow one block of ``B`` rows at a time from a shared pool; deleted rows
-become holes that the same list reuses first. Pool size and table width grow to
-the next power of two, so device shapes (and compilations) change rarely.
+become holes that the same list reuses first. The pool grows to the next power
+of two and the table width by :func:`width_bucket` (at most +25% past 16
+columns: the table is ``n_lists`` rows of the largest list's width), so device
+shapes (and compilations) change rarely.
 """
 
 import numpy as np
@@ -21,6 +23,11 @@ def scan_bucket(n: int) -> int:
         return n
     step = 1 << (n.bit_length() - 3)
     return -(-n // step) * step
+
+
+def width_bucket(n: int) -> int:
+    """Table width for ``n`` blocks: a power of two up to 16, then :func:`scan_bucket`."""
+    return pow2_at_least(n) if n <= 16 else scan_bucket(n)
 
 
 def scan_buckets(n: np.ndarray) -> np.ndarray:
@@ -79,7 +86,7 @@ class BlockLayout:
             self.block_list = np.concatenate([self.block_list, np.full(add, -1, np.int32)])
             self.block_fill = np.concatenate([self.block_fill, np.zeros(add, np.int32)])
         if width > self.width:
-            new = pow2_at_least(width)
+            new = width_bucket(width)
             pad = np.full((self.list_blocks.shape[0], new - self.width), -1, np.int32)
             self.list_blocks = np.concatenate([self.list_blocks, pad], axis=1)
 

@@ -750,7 +750,7 @@ def _array_specs(h: _Header) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         {
             "state.centroids": (_F32, (nlist, d)),
             "state.vectors": (_F32, (nb, B, d if h.config.keep_raw_vectors else 0)),
-            "state.norms": (_F32, (nb, B)),
+            "state.norms": (_F32, (nb, B if h.config.keep_raw_vectors else 0)),
             "state.codes": (_U8, (nb, B, M)),
             "state.pq_terms": (_F32, (nb, terms)),
             "state.codebooks": (_F32, (M, 256, d // M if M else 0)),
@@ -817,6 +817,13 @@ def _check_shapes(h: _Header, arrays: dict[str, np.ndarray], where: Path) -> _Ar
     extra = sorted(set(arrays) - set(specs))
     if missing or extra:
         _fail(where, None, f"arrays missing: {missing}, unexpected: {extra}")
+    norms = arrays.get("state.norms")
+    if (  # codes-only saved with its (never read) norms: drop them
+        norms is not None
+        and specs.get("state.norms", (None, ()))[1] == (h.n_blocks, 0)
+        and norms.shape == (h.n_blocks, h.block_size)
+    ):
+        arrays["state.norms"] = norms[:, :0]
     for name, (dtype, shape) in specs.items():
         a = arrays[name]
         if a.dtype != dtype or a.shape != shape:
@@ -1074,7 +1081,7 @@ def _build(p: _Parts, device, where: Path) -> IvfIndex:
     else:
         entries.set_general(p.ids, p.own, p.twin)
     entries.slot_int = np.array(a["entries.slot_int"])
-    entries.slot_seq = np.array(a["entries.slot_seq"])
+    entries.slot_seq = np.array(a["entries.slot_seq"], np.int32)  # checked < next_seq
     entries.slot_twin = np.array(a["entries.slot_twin"])
     entries.meta = p.meta
     entries.meta_bytes = sum(metadata_bytes(v) for v in p.meta.values())

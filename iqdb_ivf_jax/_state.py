@@ -29,7 +29,9 @@ class IvfState:
         centroids: ``f32[nlist, d]`` coarse centroids.
         vectors: ``f32[n_blocks, B, d]`` raw vectors (zeros where empty).
         norms: ``f32[n_blocks, B]`` their L2 norms (COSINE: bit-exact
-            :func:`_metrics.row_norms`; see :func:`_insert.stored_norms`).
+            :func:`_metrics.row_norms`; see :func:`_insert.stored_norms`);
+            ``[n_blocks, 0]`` for codes-only IVF-PQ, whose searches never read
+            them (an mmap-loaded index keeps them: its refine does).
         codes: ``u8[n_blocks, B, M]`` PQ codes (``M == 0`` for IVF-Flat).
         pq_terms: ``f32[n_blocks, B]`` residual EUCLIDEAN IVF-PQ only (``[n_blocks, 0]``
             otherwise): each row's ``|r|^2 + 2 c . r`` (decoded residual ``r``,
@@ -92,6 +94,11 @@ class IvfState:
         return self.vectors.shape[2] > 0
 
     @property
+    def keeps_norms(self) -> bool:
+        """Whether ``norms`` holds a norm per row (not for codes-only IVF-PQ)."""
+        return self.norms.shape[1] > 0
+
+    @property
     def is_pq(self) -> bool:
         return self.codebooks.shape[0] > 0
 
@@ -125,7 +132,8 @@ class IvfState:
         keep_vectors: bool = True,
     ) -> "IvfState":
         """An empty state with the given capacity (``spill``: keep ``twin``;
-        ``keep_vectors=False``: codes-only IVF-PQ, ``vectors`` is ``[n_blocks, B, 0]``).
+        ``keep_vectors=False``: codes-only IVF-PQ, ``vectors`` is ``[n_blocks, B, 0]``
+        and ``norms`` ``[n_blocks, 0]``).
 
         Raises:
             InvalidConfigError: for inconsistent shapes or sizes.
@@ -161,6 +169,7 @@ class IvfState:
                 n_blocks,
                 block_size,
                 d if keep_vectors else 0,
+                block_size if keep_vectors else 0,
                 m,
                 term_width,
                 block_size if spill else 0,
@@ -191,13 +200,15 @@ _ROW_FIELDS = ("vectors", "norms", "codes", "pq_terms", "seqs", "valid", "twin")
 _FILL = {"twin": -1, "valid": False}  # empty rows; the rest 0 (list_blocks -1)
 
 
-@functools.partial(jax.jit, static_argnums=tuple(range(8)))
-def _empty_rows(nb: int, B: int, d: int, m: int, terms: int, twin: int, nlist: int, W: int):
+@functools.partial(jax.jit, static_argnums=tuple(range(9)))
+def _empty_rows(
+    nb: int, B: int, d: int, norms: int, m: int, terms: int, twin: int, nlist: int, W: int
+):
     """The row and table arrays of an empty state, in one program (not one per
     array: each eager ``jnp.zeros`` compiles its own)."""
     return {
         "vectors": jnp.zeros((nb, B, d), jnp.float32),
-        "norms": jnp.zeros((nb, B), jnp.float32),
+        "norms": jnp.zeros((nb, norms), jnp.float32),
         "codes": jnp.zeros((nb, B, m), jnp.uint8),
         "pq_terms": jnp.zeros((nb, terms), jnp.float32),
         "seqs": jnp.zeros((nb, B), jnp.int32),

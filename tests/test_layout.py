@@ -34,7 +34,8 @@ def test_growth_is_geometric_and_copy_is_independent():
     lay = BlockLayout(n_lists=2, block_size=2)
     before = lay.copy()
     lay.allocate(np.zeros(100, np.int64))
-    assert lay.n_blocks == 64 and lay.width == 64
+    # the pool by powers of two, the table width by at most +25% past 16 columns
+    assert lay.n_blocks == 64 and lay.width == 56
     assert before.n_used_blocks == 0 and before.n_blocks == 8
     assert lay.list_live[0] == 100
     blocks = lay.list_blocks[0, : lay.list_nblocks[0]]

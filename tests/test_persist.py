@@ -522,6 +522,20 @@ def _load_arrays(path: Path) -> dict:
     return dict(safetensors.numpy.load((path / "arrays.safetensors").read_bytes()))
 
 
+def test_codes_only_save_with_row_norms_still_loads(built, tmp_path):
+    """Codes-only saves from before the rows dropped their (never read) norms."""
+    ix = built("pq_codes_only")
+    save_index(ix, tmp_path / "idx")
+    arrays = _load_arrays(tmp_path / "idx")
+    assert arrays["state.norms"].shape[1] == 0
+    nb, B = arrays["state.seqs"].shape
+    arrays["state.norms"] = np.ones((nb, B), np.float32)
+    _rewrite(tmp_path / "idx", arrays=arrays)
+    loaded = IvfIndex.load(tmp_path / "idx")
+    assert loaded.state.norms.shape == (nb, 0)
+    assert fingerprint(loaded) == fingerprint(ix)
+
+
 def _expect_error(path: Path, case: str, failures: list) -> None:
     """Loading must raise IndexFileError; a PQ save is tried with mmap=True too
     (its raw vectors are then streamed and mapped, not read into memory)."""
