@@ -74,7 +74,7 @@ class _PeakRss:
 
 
 def _stream(rows, dim, chunk, centres, seed, marks: dict, mark_at: int, peak: "_PeakRss"):
-    """Synthetic chunks; records the trimmed RSS and the rows handed out before
+    """Synthetic chunks, one alive at a time; records the trimmed RSS and the rows handed out before
     the chunk after ``mark_at`` of them (the add has committed them by then),
     and restarts ``peak`` there (the peak before it, training included, is kept)."""
     rng = np.random.default_rng(seed)
@@ -83,9 +83,12 @@ def _stream(rows, dim, chunk, centres, seed, marks: dict, mark_at: int, peak: "_
             marks["rows"], marks["rss"] = s, _trimmed_rss_bytes()
             marks["peak_before"], peak.peak = peak.peak, marks["rss"]
         n = min(chunk, rows - s)
-        lab = rng.integers(0, centres.shape[0], n)
-        x = centres[lab] + rng.standard_normal((n, dim), dtype=np.float32)
-        yield np.arange(s, s + n), x.astype(np.float32)
+        # one chunk-sized array, filled in place (no chunk-sized temporaries)
+        x = rng.standard_normal((n, dim), dtype=np.float32)
+        for a in range(0, n, 4096):
+            x[a : a + 4096] += centres[rng.integers(0, centres.shape[0], min(4096, n - a))]
+        yield np.arange(s, s + n), x
+        del x  # before the next chunk is made: one chunk alive at a time
 
 
 def _load_child(path: str) -> None:

@@ -723,8 +723,8 @@ class IvfIndex:
             donate = self._donate()
             if old.size:  # cleared first: a new row may take a slot freed here
                 state, donate = _insert.clear_rows(state, old, donate=donate), True
-            if layout.n_blocks > state.n_blocks or layout.width > state.table_width:
-                state, donate = state.grown(layout.n_blocks, layout.width), True
+            if layout.n_blocks > state.n_blocks:  # (the tables are replaced below)
+                state, donate = state.grown(layout.n_blocks, state.table_width), True
             state = _insert.write_entries(
                 state, slots, rows, seqs, slots2, spill, labels, donate=donate
             )

@@ -243,11 +243,12 @@ def prepare_entries(state: IvfState, x: np.ndarray, spill_lambda: float | None):
         rows = (x, np.zeros(0, np.float32), *empty[1:])
         return empty[0], rows, (empty if state.spills else None)
     xd = device_rows(x, padded_rows(n))
-    labels, norms, codes, terms = prepare_rows(state, xd, np.int32(n))
+    quant = state.quantizers()  # not the rows: growing the pool recompiles nothing here
+    labels, norms, codes, terms = prepare_rows(quant, xd, np.int32(n))
     spill = None
     if state.spills:
         lam = np.float32(spill_lambda)
-        lists, codes2, terms2 = prepare_spill(state, xd, labels, lam, np.int32(n))
+        lists, codes2, terms2 = prepare_spill(quant, xd, labels, lam, np.int32(n))
         spill = (np.asarray(lists)[:n].astype(np.int64), codes2, terms2)
     return np.asarray(labels)[:n].astype(np.int64), (xd, norms, codes, terms), spill
 
@@ -273,10 +274,11 @@ def write_entries(state, slots, rows, seqs, slots2, spill, labels, *, donate: bo
 
 
 def table_arrays(layout: BlockLayout) -> dict:
-    """Device copies of the layout's block table."""
+    """Device copies of the layout's block table (copies: the layout changes its
+    arrays in place; ``jnp.asarray`` would compile a copy program per shape)."""
     return {
-        "list_blocks": jnp.asarray(layout.list_blocks),
-        "list_nblocks": jnp.asarray(layout.list_nblocks),
+        "list_blocks": jax.device_put(layout.list_blocks, may_alias=False),
+        "list_nblocks": jax.device_put(layout.list_nblocks, may_alias=False),
     }
 
 

@@ -186,6 +186,18 @@ class IvfState:
             return self
         return self.replace(**_padded_rows(self, add_b=add_b, add_w=add_w))
 
+    def quantizers(self) -> "IvfState":
+        """This state with empty rows and tables: the centroids, codebooks and
+        static flags (``keeps_pq_terms`` included) that assignment and encoding
+        read. A jitted function of it compiles once per quantizer, not again
+        at every pool or table growth. The empty arrays are host arrays (no
+        device work)."""
+        empty = {
+            name: np.zeros((0,) + getattr(self, name).shape[1:], getattr(self, name).dtype)
+            for name in _ROW_FIELDS
+        }
+        return self.replace(**empty, list_blocks=np.zeros((0, 0), np.int32))
+
     def nbytes_by_field(self) -> dict[str, int]:
         """Bytes held by each array field."""
         out = {}
