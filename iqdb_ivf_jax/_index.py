@@ -723,7 +723,8 @@ class IvfIndex:
             donate = self._donate()
             if old.size:  # cleared first: a new row may take a slot freed here
                 state, donate = _insert.clear_rows(state, old, donate=donate), True
-            if layout.n_blocks > state.n_blocks:  # (the tables are replaced below)
+            grew = layout.n_blocks > state.n_blocks
+            if grew:  # (the tables are replaced below)
                 state, donate = state.grown(layout.n_blocks, state.table_width), True
             state = _insert.write_entries(
                 state, slots, rows, seqs, slots2, spill, labels, donate=donate
@@ -737,8 +738,13 @@ class IvfIndex:
             self._entries.bind(ids, slots, metas, seqs, int_ids, slots2)
             self._next_seq += n
             self._touch()
+        block = _choose_block_size(len(self._entries), self._config.n_clusters)
         if layout.n_holes > max(1024, len(self._entries)):
             self._compact()
+        elif grew and block >= 2 * layout.block_size:
+            # the index outgrew the blocks chosen at training (a small sample, or
+            # a stream's first chunk): re-block while the pool is copied anyway
+            self._compact(block)
 
     # ------------------------------------------------------------------ delete
     @_writes
@@ -778,13 +784,14 @@ class IvfIndex:
         if layout.n_holes > max(1024, len(self._entries)):
             self._compact()
 
-    def _compact(self) -> None:
-        """Rebuild the layout from the live entries (drops holes); unobservable
-        (see :func:`_insert.compacted`)."""
+    def _compact(self, block_size: int | None = None) -> None:
+        """Rebuild the layout from the live entries (drops holes), in blocks of
+        ``block_size`` rows (default: unchanged); unobservable (see
+        :func:`_insert.compacted`)."""
         self._raw_vectors_to_device()
         state, layout = self._require_trained()
         with deferred_interrupt():  # compacted() donates nothing; the swap is atomic
-            new = _insert.compacted(state, layout, self._entries)
+            new = _insert.compacted(state, layout, self._entries, block_size)
             self._state, self._layout, self._entries = new
             self._state_exported = False
             self._runner.invalidate()

@@ -283,9 +283,10 @@ def table_arrays(layout: BlockLayout) -> dict:
 
 
 def compacted(
-    state: IvfState, layout: BlockLayout, entries: EntryTable
+    state: IvfState, layout: BlockLayout, entries: EntryTable, block_size: int | None = None
 ) -> tuple[IvfState, BlockLayout, EntryTable]:
-    """The live entries moved into a fresh layout without holes.
+    """The live entries moved into a fresh layout without holes (of blocks of
+    ``block_size`` rows; default: the state's).
 
     Rows are moved as stored (lists, codes, norms, terms, spill twins), never
     re-assigned or re-encoded, so codes-only IVF-PQ compacts without raw vectors;
@@ -296,7 +297,8 @@ def compacted(
     seqs = entries.slot_seq[own]
     labels = layout.list_of(own).astype(np.int64)
     twin = entries.slot_twin[own] if entries.slot_twin.size else None
-    new_layout = BlockLayout(state.n_lists, state.block_size)
+    B = state.block_size if block_size is None else block_size
+    new_layout = BlockLayout(state.n_lists, B)
     slots = allocate_slots(new_layout, labels, seqs)
     slots2 = None if twin is None else allocate_slots(new_layout, layout.list_of(twin), seqs)
     new = IvfState.create(
@@ -304,7 +306,7 @@ def compacted(
         metric=state.metric,
         codebooks=state.codebooks if state.is_pq else None,
         by_residual=state.by_residual,
-        block_size=state.block_size,
+        block_size=B,
         spill=state.spills,
         keep_vectors=state.keeps_vectors,
     ).grown(new_layout.n_blocks, new_layout.width)
@@ -315,6 +317,6 @@ def compacted(
         new = write_rows(new, slots2, x, norms, codes, terms, seqs, labels, donate=True)
     new = new.replace(**table_arrays(new_layout))
     ids = entries.ids_for_slots(own)
-    new_entries = EntryTable(new_layout.n_blocks * state.block_size, spills=twin is not None)
+    new_entries = EntryTable(new_layout.n_blocks * B, spills=twin is not None)
     new_entries.bind(ids, slots, [entries.meta.get(i) for i in ids], seqs, slots2=slots2)
     return new, new_layout, new_entries

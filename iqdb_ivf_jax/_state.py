@@ -190,12 +190,13 @@ class IvfState:
         """This state with empty rows and tables: the centroids, codebooks and
         static flags (``keeps_pq_terms`` included) that assignment and encoding
         read. A jitted function of it compiles once per quantizer, not again
-        at every pool or table growth. The empty arrays are host arrays (no
-        device work)."""
-        empty = {
-            name: np.zeros((0,) + getattr(self, name).shape[1:], getattr(self, name).dtype)
-            for name in _ROW_FIELDS
-        }
+        at every pool growth, table widening or re-blocking (the row axis is
+        0 and the block axis at most 1, so ``block_size`` is not the state's).
+        The empty arrays are host arrays (no device work)."""
+        empty = {}
+        for name in _ROW_FIELDS:
+            a = getattr(self, name)
+            empty[name] = np.zeros((0, min(a.shape[1], 1)) + a.shape[2:], a.dtype)
         return self.replace(**empty, list_blocks=np.zeros((0, 0), np.int32))
 
     def nbytes_by_field(self) -> dict[str, int]:

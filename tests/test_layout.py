@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 
+from iqdb_ivf_jax import IvfConfig, IvfIndex, _index
 from iqdb_ivf_jax._layout import BlockLayout, pow2_at_least, scan_bucket, scan_buckets
 
 
@@ -56,3 +58,43 @@ def test_sorted_allocation_equals_row_by_row():
             np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
         assert fast.holes == slow.holes and fast.n_holes == slow.n_holes
         assert fast.n_used_blocks == slow.n_used_blocks
+
+
+def _reblock_run(monkeypatch, reblock: bool, metric: str, **cfg):
+    """An index trained on a small sample (8-row blocks), then grown 16x by
+    batches; ``reblock=False`` pins the block size the training chose."""
+    if not reblock:
+        monkeypatch.setattr(_index, "_choose_block_size", lambda n, n_lists: 8)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8192, 16)).astype(np.float32)
+    x[100:120] = x[99]  # duplicates: ties go to the earlier insert
+    index = IvfIndex(16, metric, IvfConfig(n_clusters=4, n_probes=2, seed=1, **cfg))
+    index.train(x[:256])
+    blocks = [index.state.block_size]
+    for s in range(0, 8192, 1024):
+        index.insert_batch(list(range(s, s + 1024)), x[s : s + 1024])
+        blocks.append(index.state.block_size)
+    index.delete(list(range(0, 8192, 7)))
+    q = rng.standard_normal((40, 16)).astype(np.float32)
+    q[0] = x[99]
+    out = [index.search_arrays(q, k=10, path=p) for p in ("query", "list")]
+    out.append(index.search_arrays(q[:1], k=10))
+    return blocks, out, index
+
+
+@pytest.mark.parametrize(
+    ("metric", "cfg"),
+    [("euclidean", {}), ("cosine", {}), ("euclidean", {"use_pq": True, "pq_subvectors": 4})],
+    ids=["flat-l2", "flat-cos", "pq"],
+)
+def test_reblocking_a_grown_index_is_unobservable(monkeypatch, metric, cfg):
+    """A grown index moves to larger blocks (an eighth of the mean list) as its
+    pool grows; every search answer stays the same, bit for bit."""
+    blocks, got, index = _reblock_run(monkeypatch, True, metric, **cfg)
+    assert blocks[0] == 8 and blocks[-1] == 64 and blocks == sorted(blocks), blocks
+    assert index.stats().extra["block_size"] == 64
+    pinned, want, _ = _reblock_run(monkeypatch, False, metric, **cfg)
+    assert set(pinned) == {8}
+    for (d1, i1), (d2, i2) in zip(got, want):
+        assert d1.tobytes() == d2.tobytes()
+        np.testing.assert_array_equal(i1, i2)
