@@ -477,7 +477,7 @@ class IvfIndex:
         labels, rows, spill = _insert.prepare_entries(state, x, self._config.spill_lambda)
         slots = _insert.allocate_slots(layout, labels, seqs)
         slots2 = None if spill is None else _insert.allocate_slots(layout, spill[0], seqs)
-        state = state.grown(layout.n_blocks, layout.width)
+        state = state.grown(layout.n_blocks)
         state = _insert.write_entries(state, slots, rows, seqs, slots2, spill, labels, donate=True)
         state = state.replace(**_insert.table_arrays(layout))
         entries = EntryTable(layout.n_blocks * block, spills=self._config.spill_lambda is not None)
@@ -724,8 +724,8 @@ class IvfIndex:
             if old.size:  # cleared first: a new row may take a slot freed here
                 state, donate = _insert.clear_rows(state, old, donate=donate), True
             grew = layout.n_blocks > state.n_blocks
-            if grew:  # (the tables are replaced below)
-                state, donate = state.grown(layout.n_blocks, state.table_width), True
+            if grew:
+                state, donate = state.grown(layout.n_blocks), True
             state = _insert.write_entries(
                 state, slots, rows, seqs, slots2, spill, labels, donate=donate
             )
@@ -738,13 +738,15 @@ class IvfIndex:
             self._entries.bind(ids, slots, metas, seqs, int_ids, slots2)
             self._next_seq += n
             self._touch()
-        block = _choose_block_size(len(self._entries), self._config.n_clusters)
         if layout.n_holes > max(1024, len(self._entries)):
             self._compact()
-        elif grew and block >= 2 * layout.block_size:
-            # the index outgrew the blocks chosen at training (a small sample, or
-            # a stream's first chunk): re-block while the pool is copied anyway
-            self._compact(block)
+        elif grew:
+            # the index may have outgrown the blocks chosen at training (a small
+            # sample, or a stream's first chunk): re-block while the pool is
+            # copied anyway
+            block = _choose_block_size(len(self._entries), self._config.n_clusters)
+            if block >= 2 * layout.block_size:
+                self._compact(block)
 
     # ------------------------------------------------------------------ delete
     @_writes

@@ -309,7 +309,7 @@ def compacted(
         block_size=B,
         spill=state.spills,
         keep_vectors=state.keeps_vectors,
-    ).grown(new_layout.n_blocks, new_layout.width)
+    ).grown(new_layout.n_blocks)
     x, norms, codes, terms = read_rows(state, own)
     new = write_rows(new, slots, x, norms, codes, terms, seqs, donate=True)
     if twin is not None:

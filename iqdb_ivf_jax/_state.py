@@ -178,13 +178,14 @@ class IvfState:
             ),
         )
 
-    def grown(self, n_blocks: int, table_width: int) -> "IvfState":
-        """A copy with at least ``n_blocks`` blocks and ``table_width`` columns."""
+    def grown(self, n_blocks: int) -> "IvfState":
+        """A copy whose row arrays hold at least ``n_blocks`` blocks. The block
+        table is left as it is: every caller installs the layout's own next
+        (:func:`~._insert.table_arrays`)."""
         add_b = max(0, n_blocks - self.n_blocks)
-        add_w = max(0, table_width - self.table_width)
-        if not (add_b or add_w):
+        if not add_b:
             return self
-        return self.replace(**_padded_rows(self, add_b=add_b, add_w=add_w))
+        return self.replace(**_padded_rows(self, add_b=add_b))
 
     def quantizers(self) -> "IvfState":
         """This state with empty rows and tables: the centroids, codebooks and
@@ -232,11 +233,10 @@ def _empty_rows(
     }
 
 
-@functools.partial(jax.jit, static_argnames=("add_b", "add_w"))
-def _padded_rows(state: IvfState, *, add_b: int, add_w: int) -> dict:
-    """``add_b`` empty blocks appended to every row array and ``add_w`` columns
-    to ``list_blocks``, in one program."""
-    out = {
+@functools.partial(jax.jit, static_argnames=("add_b",))
+def _padded_rows(state: IvfState, *, add_b: int) -> dict:
+    """``add_b`` empty blocks appended to every row array, in one program."""
+    return {
         name: jnp.pad(
             getattr(state, name),
             [(0, add_b)] + [(0, 0)] * (getattr(state, name).ndim - 1),
@@ -244,5 +244,3 @@ def _padded_rows(state: IvfState, *, add_b: int, add_w: int) -> dict:
         )
         for name in _ROW_FIELDS
     }
-    out["list_blocks"] = jnp.pad(state.list_blocks, [(0, 0), (0, add_w)], constant_values=-1)
-    return out
