@@ -29,7 +29,14 @@ from jax import lax
 
 from ._config import Metric
 from ._metrics import COSINE_EPS, HIGHEST, UNIT_ROUNDOFF
-from ._tiles import batch_invariant, isolated_sq_norms, recheck_rows, tile_rows, two_smallest
+from ._tiles import (
+    batch_invariant,
+    isolated_sq_norms,
+    kept_top_k,
+    recheck_rows,
+    tile_rows,
+    two_smallest,
+)
 
 KIND_L2 = "l2"
 KIND_COSINE = "cosine"
@@ -134,7 +141,7 @@ def probe(
     Equal scores go to the lower cluster id (``lax.top_k`` is stable).
     """
     scores = coarse_scores(q, centroids, kind=kind, c_sq=c_sq)
-    _, idx = lax.optimization_barrier(lax.top_k(-scores, n_probes))
+    _, idx = kept_top_k(-scores, n_probes)
     return idx.astype(jnp.int32)
 
 
@@ -253,7 +260,7 @@ def probe_one(
     c_sq = isolated_sq_norms(centroids) if c_sq is None else c_sq
     x = q[None, :]  # a 1-row product: XLA CPU's matrix-vector kernel
     k1 = min(n_probes + 1, centroids.shape[0])
-    neg, idx = lax.optimization_barrier(lax.top_k(-_fast_scores(x, centroids, c_sq, kind)[0], k1))
+    neg, idx = kept_top_k(-_fast_scores(x, centroids, c_sq, kind)[0], k1)
     if k1 == n_probes:  # every list is probed: no boundary
         return idx.astype(jnp.int32)
     gap = (neg[n_probes - 1] - neg[n_probes])[None]

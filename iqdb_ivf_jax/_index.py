@@ -33,6 +33,7 @@ from ._results import Hit, IndexStats, IvfClusterStats, SearchParams
 from ._search.host_refine import rerank_from_host
 from ._search.runner import PATHS, SearchRunner
 from ._search.topk import SEQ_LIMIT
+from ._sharding import DeviceMesh
 from ._state import IvfState
 from ._stream import STREAM_CHUNK_ROWS, PendingRows, note_committed
 from ._train.quantizers import fit_quantizers
@@ -112,6 +113,9 @@ def _reads(method):
     return locked
 
 
+_MAX_DEVICES = 8  # a pool holds at least 8 blocks (a power of two): it splits over 8
+
+
 def _choose_block_size(n: int, n_lists: int) -> int:
     """Rows per block: about an eighth of the mean list, between 8 and 64."""
     return int(min(64, pow2_at_least(math.ceil(n / (8 * n_lists)), 8)))
@@ -137,16 +141,29 @@ class IvfIndex:
         dim: vector length (``>= 1``).
         metric: a :class:`Metric` or its lowercase name.
         config: an :class:`IvfConfig` (``None`` = defaults).
+        devices: None (one device, the default), or a sequence of
+            ``jax.Device`` (a power of two of them, at most 8) or a one-axis
+            :class:`jax.sharding.Mesh`: the rows are split over those devices
+            (each holds ``1 / len(devices)`` of the block pool; centroids,
+            codebooks and block table are replicated) and every search runs on
+            all of them as one ``shard_map`` program, with results equal to a
+            one-device index's. Ids, metadata and the layout stay on the host
+            as always.
 
     Raises:
         InvalidConfigError: bad ``dim`` or config, or ``pq_subvectors`` not
-            dividing ``dim``.
+            dividing ``dim``; an empty device list, or more than 8 devices or
+            a count that is not a power of two.
+        InvalidArgumentError: ``devices`` is not a sequence of distinct
+            ``jax.Device`` of one platform, nor a one-axis Mesh.
         InvalidMetricError: unknown metric, or COSINE/HAMMING with PQ.
 
     See also: :mod:`iqdb_ivf_jax.functional` for the pure kernels.
     """
 
-    def __init__(self, dim: int, metric: "Metric | str", config: IvfConfig | None = None):
+    def __init__(
+        self, dim: int, metric: "Metric | str", config: IvfConfig | None = None, *, devices=None
+    ):
         if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise InvalidConfigError(f"dim must be an int >= 1, got {dim!r}")
         metric = Metric.parse(metric)
@@ -158,6 +175,12 @@ class IvfIndex:
                 "build one with IvfConfig(...)"
             )
         config.validate()
+        mesh = DeviceMesh.parse(devices)
+        if mesh is not None and mesh.size > _MAX_DEVICES:
+            raise InvalidConfigError(
+                f"an index spreads over at most {_MAX_DEVICES} devices (its block pool "
+                f"starts at {_MAX_DEVICES} blocks), got {mesh.size}"
+            )
         if config.use_pq and metric in (Metric.COSINE, Metric.HAMMING):
             raise InvalidMetricError(
                 f"IVF-PQ does not support {metric.value}; use euclidean, dot_product or "
@@ -170,6 +193,7 @@ class IvfIndex:
         self._dim = int(dim)
         self._metric = metric
         self._config = config
+        self._mesh = mesh
         self._state: IvfState | None = None
         self._layout: BlockLayout | None = None
         self._state_exported = False
@@ -179,7 +203,7 @@ class IvfIndex:
         # IVF-PQ loaded with mmap=True: the raw vectors f32[n_blocks, B, d], a
         # read-only map of the save (the state then holds none), until a write
         self._raw_vectors: np.ndarray | None = None
-        self._runner = SearchRunner()
+        self._runner = SearchRunner(mesh)
         self._lock = ReadWriteLock()
         self._clear_entries()
 
@@ -197,6 +221,7 @@ class IvfIndex:
         kmeans_iterations: int = 0,
         kmeans_inertia: float | None = None,
         raw_vectors: np.ndarray | None = None,
+        devices=None,
     ) -> "IvfIndex":
         """An index made of already-consistent parts (for loading a saved index).
 
@@ -205,10 +230,11 @@ class IvfIndex:
         spans ``layout.n_blocks * B`` slots, and ``next_seq`` exceeds every seq.
         ``raw_vectors`` (``f32[n_blocks, B, d]`` on the host) stands in for a
         state without vectors (``load(mmap=True)``).
-        The constructor's checks of ``dim``, ``metric`` and ``config`` still run.
+        The constructor's checks of ``dim``, ``metric``, ``config`` and
+        ``devices`` still run; the state is placed on ``devices``.
         """
-        index = cls(dim, metric, config)
-        index._state, index._layout = state, layout
+        index = cls(dim, metric, config, devices=devices)
+        index._state, index._layout = index._placed(state), layout
         index._entries = entries
         index._next_seq = int(next_seq)
         index._kmeans_iterations = int(kmeans_iterations)
@@ -296,7 +322,7 @@ class IvfIndex:
         self._disk_bytes = save_index(self, path)
 
     @classmethod
-    def load(cls, path, *, device=None, mmap: bool = False) -> "IvfIndex":
+    def load(cls, path, *, device=None, devices=None, mmap: bool = False) -> "IvfIndex":
         """Read an index written by :meth:`save`, on any backend.
 
         Every field is validated before anything is built; no k-means or
@@ -306,6 +332,9 @@ class IvfIndex:
         Args:
             path: the save's directory.
             device: a ``jax.Device`` for the state's arrays (None: the default).
+            devices: split the rows over these devices, as ``IvfIndex(devices=...)``
+                (not with ``device``); any save loads on any device count that
+                splits its pool.
             mmap: IVF-PQ with raw vectors only: leave the raw vectors in the
                 save's file, memory-mapped read-only, instead of in memory.
                 Searches scan the codes as always; a refine re-ranks the
@@ -326,7 +355,7 @@ class IvfIndex:
         """
         from ._persist import load_index
 
-        return load_index(path, device=device, mmap=mmap)
+        return load_index(path, device=device, devices=devices, mmap=mmap)
 
     def _require_trained(self) -> tuple[IvfState, BlockLayout]:
         """The state and layout; raises InvalidConfigError if untrained."""
@@ -483,6 +512,7 @@ class IvfIndex:
         entries = EntryTable(layout.n_blocks * block, spills=self._config.spill_lambda is not None)
         entries.bind(list(ids), slots, list(metas), seqs, slots2=slots2)
         iterations, inertia = int(res.n_iter), float(res.inertia)  # waits for the fit
+        state = self._placed(state)
         jax.block_until_ready(state)  # a failed kernel raises here, before the commit
         with deferred_interrupt():
             self._state, self._layout, self._state_exported = state, layout, False
@@ -491,6 +521,36 @@ class IvfIndex:
             self._entries = entries
             self._next_seq = next_seq
             self._runner.invalidate()
+
+    def _placed(self, state: IvfState | None) -> IvfState | None:
+        """``state`` on this index's devices: split over its mesh (rows) and
+        replicated (the rest), or as it is for a one-device index."""
+        if self._mesh is None or state is None:
+            return state
+        return self._mesh.place(state)
+
+    def _quantizer_view(self, state: IvfState) -> IvfState:
+        """``state`` for assignment and encoding: on a sharded index its
+        replicated arrays as ONE device's copy, so a batch is encoded once,
+        not once per device."""
+        if self._mesh is None:
+            return state
+        changes = {
+            f.name: v.addressable_shards[0].data
+            for f in dataclasses.fields(state)
+            if isinstance(v := getattr(state, f.name), jax.Array) and v.sharding.is_fully_replicated
+        }
+        return dataclasses.replace(state, **changes)
+
+    def _on_mesh(self, tree):
+        """Device arrays of ``tree`` replicated over the mesh (a sharded index's
+        writes scatter them into the split rows); unchanged without a mesh."""
+        if self._mesh is None or tree is None:
+            return tree
+        rep = self._mesh.replicated()
+        return jax.tree.map(
+            lambda a: jax.device_put(a, rep) if isinstance(a, jax.Array) else a, tree
+        )
 
     def _touch(self) -> None:
         self._runner.invalidate()
@@ -710,7 +770,10 @@ class IvfIndex:
         self._raw_vectors_to_device()
         state, layout = self._require_trained()
         with _device_errors("insert"):  # nothing is donated before this returns
-            labels, rows, spill = _insert.prepare_entries(state, x, self._config.spill_lambda)
+            labels, rows, spill = _insert.prepare_entries(
+                self._quantizer_view(state), x, self._config.spill_lambda
+            )
+            rows, spill = self._on_mesh(rows), self._on_mesh(spill)
         layout = layout.copy()
         old = np.array([s for i in replace for s in self._entries.entry_slots(i)], np.int64)
         for s in old.tolist():
@@ -729,7 +792,7 @@ class IvfIndex:
             state = _insert.write_entries(
                 state, slots, rows, seqs, slots2, spill, labels, donate=donate
             )
-            state = state.replace(**tables)
+            state = self._placed(state.replace(**tables))
             # -- commit
             self._state, self._layout = state, layout
             self._entries.grow(layout.n_blocks * layout.block_size)
@@ -778,7 +841,8 @@ class IvfIndex:
         for s in slots:
             layout.release(s)
         with deferred_interrupt():  # from the donation to the end of the commit
-            self._state = _insert.clear_rows(state, np.array(slots), donate=self._donate())
+            cleared = _insert.clear_rows(state, np.array(slots), donate=self._donate())
+            self._state = self._placed(cleared)
             self._layout = layout
             for id_ in canon:
                 self._entries.unbind(id_)
@@ -793,8 +857,8 @@ class IvfIndex:
         self._raw_vectors_to_device()
         state, layout = self._require_trained()
         with deferred_interrupt():  # compacted() donates nothing; the swap is atomic
-            new = _insert.compacted(state, layout, self._entries, block_size)
-            self._state, self._layout, self._entries = new
+            state, layout, entries = _insert.compacted(state, layout, self._entries, block_size)
+            self._state, self._layout, self._entries = self._placed(state), layout, entries
             self._state_exported = False
             self._runner.invalidate()
 
@@ -1056,7 +1120,9 @@ class IvfIndex:
         rows (>= 1; with spilled assignment each vector is two live rows, and
         ``extra["spilled_rows"]`` counts the spilled copies);
         ``extra["last_search"]`` reports rows actually scanned over live rows in
-        the probed lists for the most recent search.
+        the probed lists for the most recent search. A sharded index adds
+        ``extra["devices"]``: per device, its live rows and the bytes of state
+        it holds (its share of the row arrays plus the replicated arrays).
         """
         mem = self._memory()
         live = len(self._entries)
@@ -1090,11 +1156,30 @@ class IvfIndex:
             "last_search": self._runner.last_search_stats(),
             "memory": mem,
         }
+        if self._mesh is not None:
+            extra["devices"] = self._per_device(mem, row_fields)
         return IndexStats(live, int(sum(mem.values())), self._disk_bytes, "ivf", extra)
+
+    def _per_device(self, mem: dict[str, int], row_fields: tuple) -> list[dict]:
+        """``stats().extra["devices"]`` of a sharded index."""
+        assert self._mesh is not None
+        devs = self._mesh.devices
+        if self._state is None:
+            return [{"device": str(d), "rows": 0, "bytes": 0} for d in devs]
+        rows = np.asarray(self._state.valid).reshape(len(devs), -1).sum(axis=1)
+        split = sum(mem[f] for f in row_fields) // len(devs)
+        fields = self._state.nbytes_by_field()
+        replicated = sum(v for f, v in fields.items() if f not in row_fields)
+        return [
+            {"device": str(d), "rows": int(r), "bytes": split + replicated}
+            for d, r in zip(devs, rows.tolist())
+        ]
 
     def __repr__(self) -> str:
         mode = "pq" if self._config.use_pq else "flat"
         return (
             f"IvfIndex(dim={self._dim}, metric={self._metric.value!r}, mode={mode!r}, "
-            f"n_clusters={self._config.n_clusters}, n={len(self)}, trained={self.is_trained})"
+            f"n_clusters={self._config.n_clusters}, n={len(self)}, trained={self.is_trained}"
+            + ("" if self._mesh is None else f", devices={self._mesh.size}")
+            + ")"
         )

@@ -115,7 +115,8 @@ from ._errors import (
 )
 from ._layout import BlockLayout
 from ._search.topk import SEQ_LIMIT
-from ._state import IvfState
+from ._sharding import DeviceMesh
+from ._state import ROW_FIELDS, IvfState
 from ._tensor_file import no_constant, read_tensors, unique_keys
 from ._validate import canonical_metadata, metadata_bytes
 
@@ -1048,7 +1049,7 @@ def _decode(
 
 
 # ----------------------------------------------------------------------- build
-def _build(p: _Parts, device, where: Path) -> IvfIndex:
+def _build(p: _Parts, device, where: Path, mesh: DeviceMesh | None = None) -> IvfIndex:
     from ._index import IvfIndex
 
     h, a = p.header, p.arrays
@@ -1060,8 +1061,21 @@ def _build(p: _Parts, device, where: Path) -> IvfIndex:
                 vectors,
                 {**a, "state.vectors": np.zeros((h.n_blocks, h.block_size, 0), _F32)},
             )
+        if mesh is not None and h.n_blocks % mesh.size:
+            _fail(
+                where,
+                "state",
+                f"holds {h.n_blocks} blocks, which do not split over {mesh.size} devices",
+                "load it on fewer devices",
+            )
         put = {
-            name: jax.device_put(a[f"state.{name}"], device, may_alias=False)
+            name: jax.device_put(
+                a[f"state.{name}"],
+                device
+                if mesh is None
+                else (mesh.rows() if name in ROW_FIELDS else mesh.replicated()),
+                may_alias=False,
+            )
             for name in _STATE_ARRAYS
         }
         state = IvfState(**put, metric=h.metric, by_residual=h.by_residual)
@@ -1098,6 +1112,7 @@ def _build(p: _Parts, device, where: Path) -> IvfIndex:
             kmeans_iterations=h.kmeans_iterations,
             kmeans_inertia=h.kmeans_inertia,
             raw_vectors=raw_vectors,
+            devices=None if mesh is None else mesh.mesh,
         )
     except (InvalidConfigError, InvalidMetricError, TypeError) as e:
         raise IndexFileError(f"{where}: not a valid index ({e}); {_FIX}", path=str(where)) from e
@@ -1158,12 +1173,14 @@ def _fallbacks(path: Path) -> list[Path]:
     return out
 
 
-def load_index(path, *, device=None, mmap: bool = False) -> IvfIndex:
+def load_index(path, *, device=None, devices=None, mmap: bool = False) -> IvfIndex:
     """Read the index saved in directory ``path`` (see the module docstring).
 
     Args:
         path: the directory :func:`save_index` wrote.
         device: a ``jax.Device`` for the state's arrays (None: the default).
+        devices: devices to split the rows over, as ``IvfIndex(devices=...)``
+            takes them (not with ``device``).
         mmap: leave an IVF-PQ index's raw vectors in the file, memory-mapped
             read-only (see ``IvfIndex.load``).
 
@@ -1173,6 +1190,9 @@ def load_index(path, *, device=None, mmap: bool = False) -> IvfIndex:
         InvalidConfigError: ``mmap=True`` for an IVF-Flat save.
         TypeError: ``path`` is not path-like, ``device`` not a ``jax.Device``
             or ``mmap`` not a bool.
+        InvalidArgumentError / InvalidConfigError: ``devices`` as
+            ``IvfIndex(devices=...)`` refuses it, or both ``device`` and
+            ``devices`` given.
     """
     path = Path(os.fspath(path))
     if not isinstance(mmap, bool):
@@ -1182,6 +1202,11 @@ def load_index(path, *, device=None, mmap: bool = False) -> IvfIndex:
             f"device must be a jax.Device or None, got {type(device).__name__}; "
             "pass e.g. jax.devices()[0]"
         )
+    if device is not None and devices is not None:
+        raise InvalidArgumentError(
+            "pass device= (one device) or devices= (split over several), not both"
+        )
+    mesh = DeviceMesh.parse(devices)
     if os.path.lexists(path):
         if not path.is_dir():
             _fail(path, None, "is not a directory", "pass the directory that IvfIndex.save wrote")
@@ -1202,6 +1227,6 @@ def load_index(path, *, device=None, mmap: bool = False) -> IvfIndex:
                 "beside it); check the path",
                 path=str(path),
             ) from FileNotFoundError(path)
-    index = _build(parts, device, where)
+    index = _build(parts, device, where, mesh)
     index._disk_bytes = nbytes
     return index

@@ -195,7 +195,7 @@ class IvfState:
         0 and the block axis at most 1, so ``block_size`` is not the state's).
         The empty arrays are host arrays (no device work)."""
         empty = {}
-        for name in _ROW_FIELDS:
+        for name in ROW_FIELDS:
             a = getattr(self, name)
             empty[name] = np.zeros((0, min(a.shape[1], 1)) + a.shape[2:], a.dtype)
         return self.replace(**empty, list_blocks=np.zeros((0, 0), np.int32))
@@ -210,7 +210,7 @@ class IvfState:
         return out
 
 
-_ROW_FIELDS = ("vectors", "norms", "codes", "pq_terms", "seqs", "valid", "twin")
+ROW_FIELDS = ("vectors", "norms", "codes", "pq_terms", "seqs", "valid", "twin")
 _FILL = {"twin": -1, "valid": False}  # empty rows; the rest 0 (list_blocks -1)
 
 
@@ -242,5 +242,5 @@ def _padded_rows(state: IvfState, *, add_b: int) -> dict:
             [(0, add_b)] + [(0, 0)] * (getattr(state, name).ndim - 1),
             constant_values=_FILL.get(name, 0),
         )
-        for name in _ROW_FIELDS
+        for name in ROW_FIELDS
     }

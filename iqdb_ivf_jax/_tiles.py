@@ -17,6 +17,18 @@ from jax import lax
 from jax.custom_batching import custom_vmap
 
 
+def kept_top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """``lax.top_k(x, k)`` with each output behind its own optimisation barrier.
+
+    The barriers keep XLA CPU from fusing top_k's consumers into a slow
+    sort-based lowering; one barrier per output, because a barrier over the
+    pair reaches XLA's top-k pass as top_k's direct user, which crashes its
+    compilation inside ``shard_map`` programs.
+    """
+    vals, idx = lax.top_k(x, k)
+    return lax.optimization_barrier(vals), lax.optimization_barrier(idx)
+
+
 def _tile_at(tiles, i):
     return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, 0, keepdims=False), tiles)
 

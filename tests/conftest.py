@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+jax.config.update("jax_num_cpu_devices", 8)  # sharded-index tests; the default device is the first
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -70,7 +70,9 @@ def _scan_block_probes(state: IvfState, probes: jax.Array, scan_blocks: int):
     return jnp.where(j < ends[-1], blk, -1), ends[-1], p
 
 
-def _exact_rows(state: IvfState, q: jax.Array, slots: jax.Array) -> jax.Array:
+def exact_rows(state: IvfState, q: jax.Array, slots: jax.Array) -> jax.Array:
+    """Exact distances ``f32[n]`` from ``q`` to the stored vectors of ``slots``
+    ``i32[n]`` (any value for a slot ``< 0``): the re-score's kernel."""
     b, r = jnp.maximum(slots, 0) // state.block_size, jnp.maximum(slots, 0) % state.block_size
     return distances(q, state.vectors[b, r], state.norms[b, r], state.metric)
 
@@ -99,6 +101,24 @@ def search_one(
     Returns:
         ``(distances f32[k], slots i32[k])`` nearest first, padded ``(+inf, -1)``.
     """
+    approx, seq, ok, slot_of = scan_candidates(state, q, probes, mask, scan_blocks=scan_blocks)
+    if not state.is_pq:
+        return rescore(state, q, approx, seq, ok, slot_of, k, k + RESCORE_MARGIN)
+    return finish_adc(state, q, approx, seq, ok, slot_of, k=k, refine=refine)
+
+
+def scan_candidates(
+    state: IvfState, q: jax.Array, probes: jax.Array, mask: jax.Array, *, scan_blocks: int
+):
+    """Score every row of the probed lists: the first half of :func:`search_one`.
+
+    Returns:
+        ``(approx f32[T * B], seq i32[T * B], ok bool[T * B], slots i32[T * B])``
+        (``T = scan_blocks``): each row's scan score (IVF-Flat: the fast
+        distance; IVF-PQ: ADC), seq, whether it is a candidate (live, allowed,
+        in a probed list, not a spilled copy of a probed list's vector) and
+        slot. Rows with ``ok`` False hold arbitrary scores.
+    """
     B = state.block_size
     blk, needed, blk_probe = _scan_block_probes(state, probes, scan_blocks)
     safe = jnp.maximum(blk, 0)
@@ -107,11 +127,20 @@ def search_one(
         ok = ok & ~spilled_twin(state, probes, safe).reshape(-1)
     seq = state.seqs[safe].reshape(-1)
     slot_of = (safe[:, None] * B + jnp.arange(B, dtype=jnp.int32)[None, :]).reshape(-1)
+    n = jnp.minimum(needed, scan_blocks)
     if not state.is_pq:
-        approx = _scan_blocks(state, q, safe, jnp.minimum(needed, scan_blocks))
-        return rescore(state, q, approx, seq, ok, slot_of, k, k + RESCORE_MARGIN)
-    approx = _adc_blocks(state, q, probes, safe, blk_probe, jnp.minimum(needed, scan_blocks))
-    return finish_adc(state, q, approx, seq, ok, slot_of, k=k, refine=refine)
+        return _scan_blocks(state, q, safe, n), seq, ok, slot_of
+    return _adc_blocks(state, q, probes, safe, blk_probe, n), seq, ok, slot_of
+
+
+def candidate_count(state: IvfState, k: int, refine: int) -> int:
+    """How many of the best scan scores :func:`search_one` keeps before its
+    final step: ``k + RESCORE_MARGIN`` re-scored exactly (IVF-Flat),
+    ``refine * k`` re-scored exactly (IVF-PQ with refine), or ``k``, final
+    (IVF-PQ by ADC)."""
+    if not state.is_pq:
+        return k + RESCORE_MARGIN
+    return refine * k if refine > 0 else k
 
 
 def _adc_blocks(state, q, probes, blocks, blk_probe, n) -> jax.Array:
@@ -260,7 +289,7 @@ def rescore(state, q, approx, seq, ok, slot_of, k: int, shortlist: int):
         _, pos = smallest_k(approx, seq, ok, shortlist)
         short = jnp.where(pos >= 0, slot_of[jnp.maximum(pos, 0)], -1)
         short_seq = seq[jnp.maximum(pos, 0)]
-    return select_exact(_exact_rows(state, q, short), short_seq, short, k)
+    return select_exact(exact_rows(state, q, short), short_seq, short, k)
 
 
 def select_exact(exact: jax.Array, seqs: jax.Array, slots: jax.Array, k: int):

@@ -3,7 +3,9 @@
 One query runs in one kernel call; a batch is probed, then scanned query-major
 (:func:`~.query_major.search_probed`, queries grouped by scan need) or
 list-major (:func:`~.list_major.list_major_search`, chunked under a
-score-buffer budget), the path picked by batch size and ``n_probes``. The runner
+score-buffer budget), the path picked by batch size and ``n_probes``. On a
+sharded index every search is one :func:`~.sharded.search_sharded` program over
+its devices. The runner
 also keeps what searches reuse (the list-major score buffer, filter masks) and
 the scan statistics ``stats()`` reports. It reads the state, layout and entry
 table it is given and changes none of them.
@@ -17,10 +19,12 @@ from .._entries import EntryTable
 from .._errors import InvalidConfigError
 from .._filter import Filter
 from .._layout import BlockLayout, pow2_at_least, scan_bucket
+from .._sharding import DeviceMesh, local_tables
 from .._state import IvfState
 from .list_major import list_major_search, list_path_ok
 from .plan import MIN_TILE, buffer_width, pair_columns
 from .query_major import probe_batch, search_probed, search_single
+from .sharded import search_sharded
 
 PATHS = ("auto", "query", "list")
 _GROUP = 32  # queries per search-kernel call (sorted by scan need)
@@ -28,6 +32,7 @@ _PROBE_CHUNK = 1024  # queries per probing call
 # list-major is chosen when a list is probed by at least this many queries on average
 _LIST_MAJOR_MIN_QUERIES_PER_LIST = 4
 _LIST_MAJOR_CHUNK_BYTES = 128 << 20  # score-buffer budget per list-major call
+_SHARDED_CHUNK = 1024  # queries per sharded search call
 
 
 def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
@@ -50,16 +55,22 @@ class SearchRunner:
             for a single query, resolved by :meth:`last_search_stats`).
         mask_cache: ``{Filter: device mask}`` for the current entries; the
             index calls :meth:`invalidate` whenever its entries change.
+        mesh: the devices of a sharded index (None: one device).
+        tables: a sharded index's per-device block tables, for the layout they
+            were built from: ``(layout, tables, counts, host counts)``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mesh: DeviceMesh | None = None) -> None:
         self.scratch: list[jax.Array] = []
         self.last_scan: dict | tuple | None = None
         self.mask_cache: dict = {}
+        self.mesh = mesh
+        self.tables: tuple | None = None
 
     def invalidate(self) -> None:
-        """Forget cached filter masks (the entries changed)."""
+        """Forget cached filter masks and tables (the entries changed)."""
         self.mask_cache.clear()
+        self.tables = None
 
     def score_buffer_bytes(self) -> int:
         return sum(b.nbytes for b in self.scratch if not b.is_deleted())
@@ -72,7 +83,8 @@ class SearchRunner:
         cached = self.mask_cache.get(flt)
         if cached is not None:
             return cached
-        dev = jax.device_put(entries.filter_slots(flt).reshape(-1, state.block_size))
+        where = None if self.mesh is None else self.mesh.rows()
+        dev = jax.device_put(entries.filter_slots(flt).reshape(-1, state.block_size), where)
         self.mask_cache[flt] = dev
         return dev
 
@@ -82,6 +94,13 @@ class SearchRunner:
         Raises:
             InvalidConfigError: ``path="list"`` for a metric without a GEMM form.
         """
+        if self.mesh is not None:
+            if path == "list":
+                raise InvalidConfigError(
+                    "path='list' is not available on a sharded index (every device "
+                    "scans its own rows query-major); use path='auto' or 'query'"
+                )
+            return "sharded"
         gemm_ok = list_path_ok(state)
         if path == "list" and not gemm_ok:
             raise InvalidConfigError(
@@ -116,6 +135,8 @@ class SearchRunner:
         """
         mask = self.mask(state, entries, flt)
         nq = q.shape[0]
+        if self.mesh is not None and self.choose_path(state, nq, n_probes, path) == "sharded":
+            return self._run_sharded(state, layout, q, mask, k, n_probes, refine)
         if nq == 1 and path != "list":
             return self._run_single(state, layout, q, mask, k, n_probes, refine)
         probes = np.empty((nq, n_probes), np.int32)
@@ -144,6 +165,52 @@ class SearchRunner:
         # scan statistics are computed when stats() asks (no extra transfer here)
         self.last_scan = (probes, nb.copy(), layout.list_live.copy(), layout.block_size)
         return np.asarray(d)[None], np.asarray(sl).astype(np.int64)[None]
+
+    def _shard_tables(self, state: IvfState, layout: BlockLayout):
+        """The per-device block tables of ``layout`` (cached until it changes)."""
+        assert self.mesh is not None
+        if self.tables is None or self.tables[0] is not layout:
+            tb, ct = local_tables(
+                layout.list_blocks, layout.list_nblocks, state.n_blocks, self.mesh.size
+            )
+            rows = self.mesh.rows()
+            self.tables = (layout, jax.device_put(tb, rows), jax.device_put(ct, rows), ct)
+        return self.tables[1:]
+
+    def _run_sharded(self, state, layout, q, mask, k: int, n_probes: int, refine: int):
+        """Every device searches its own rows; one exact merge (see
+        :func:`~.sharded.search_sharded`), in chunks of :data:`_SHARDED_CHUNK`
+        queries padded to a power of two (at least one per device)."""
+        assert self.mesh is not None
+        tables, counts, host_counts = self._shard_tables(state, layout)
+        n_dev = self.mesh.size
+        # per-device budget: the most blocks one device holds of any n_probes lists
+        top = -np.sort(-host_counts, axis=1)[:, :n_probes]
+        T = min(scan_bucket(int(top.sum(axis=1).max())), state.n_blocks // n_dev)
+        nq = q.shape[0]
+        D = np.empty((nq, k), np.float32)
+        S = np.empty((nq, k), np.int64)
+        rows = self.mesh.rows()
+        for s0 in range(0, nq, _SHARDED_CHUNK):
+            chunk = q[s0 : s0 + _SHARDED_CHUNK]
+            n = chunk.shape[0]
+            qd = jax.device_put(_pad_rows(chunk, pow2_at_least(n, n_dev)), rows)
+            d, sl = search_sharded(
+                state,
+                tables,
+                counts,
+                qd,
+                mask,
+                dmesh=self.mesh,
+                k=k,
+                n_probes=n_probes,
+                scan_blocks=T,
+                refine=refine,
+            )
+            D[s0 : s0 + n] = np.asarray(d)[:n]
+            S[s0 : s0 + n] = np.asarray(sl)[:n]
+        self._record_scan("sharded", nq, nq * n_dev * T * state.block_size, 0, devices=n_dev)
+        return D, S
 
     def last_search_stats(self) -> dict | None:
         """``stats().extra["last_search"]``, resolving a single query's deferred record."""

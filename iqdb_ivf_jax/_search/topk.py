@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._tiles import kept_top_k
+
 # Sequence numbers must stay below this (about 1.06e9 inserts per index).
 SEQ_LIMIT = (1 << 30) - (1 << 24)
 # NaN distances rank with secondary key seq + _NAN_OFFSET, after every number.
@@ -35,9 +37,7 @@ def _smallest(v: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     :func:`smallest_k_rows`). Long inputs take the two-stage selection."""
     n = v.shape[0]
     if n < 4 * k * _CHUNK:
-        # The barriers keep XLA CPU from fusing top_k's consumers into a slow
-        # sort-based lowering.
-        neg, idx = lax.optimization_barrier(lax.top_k(-v, k))
+        neg, idx = kept_top_k(-v, k)
         return -neg, idx
     pad = -n % _CHUNK
     vp = jnp.pad(v, (0, pad), constant_values=jnp.inf)
@@ -137,12 +137,12 @@ def smallest_k_rows(x: jax.Array, k: int, chunk: int = 32) -> tuple[jax.Array, j
     """
     n, L = x.shape
     if L % chunk or L < 4 * k * chunk:
-        neg, pos = lax.optimization_barrier(lax.top_k(-x, k))
+        neg, pos = kept_top_k(-x, k)
         return -neg, pos
     c = x.reshape(n, L // chunk, chunk)
-    _, ci = lax.optimization_barrier(lax.top_k(-jnp.min(c, axis=2), k))
+    _, ci = kept_top_k(-jnp.min(c, axis=2), k)
     ci = jnp.sort(ci, axis=1)
     g = jnp.take_along_axis(c, ci[:, :, None], axis=1).reshape(n, k * chunk)
-    neg, j = lax.optimization_barrier(lax.top_k(-g, k))
+    neg, j = kept_top_k(-g, k)
     pos = jnp.take_along_axis(ci, j // chunk, axis=1) * chunk + j % chunk
     return -neg, pos.astype(jnp.int32)
