@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import math
 from fractions import Fraction
+from typing import Any
 
 import jax
 import numpy as np
@@ -33,7 +34,7 @@ from ._results import Hit, IndexStats, IvfClusterStats, SearchParams
 from ._search.host_refine import rerank_from_host
 from ._search.runner import PATHS, SearchRunner
 from ._search.topk import SEQ_LIMIT
-from ._sharding import DeviceMesh
+from ._sharding import DeviceMesh, host_array
 from ._state import IvfState
 from ._stream import STREAM_CHUNK_ROWS, PendingRows, note_committed
 from ._train.quantizers import fit_quantizers
@@ -234,7 +235,8 @@ class IvfIndex:
         ``devices`` still run; the state is placed on ``devices``.
         """
         index = cls(dim, metric, config, devices=devices)
-        index._state, index._layout = index._placed(state), layout
+        index._state = None if state is None else index._placed(state)
+        index._layout = layout
         index._entries = entries
         index._next_seq = int(next_seq)
         index._kmeans_iterations = int(kmeans_iterations)
@@ -316,9 +318,16 @@ class IvfIndex:
         Raises:
             IndexFileError: ``path`` exists and is not a save (or an empty
                 directory), or the files cannot be written (the cause attached).
+            InvalidConfigError: the index is split over the devices of several
+                processes (multi-host).
         """
         from ._persist import save_index
 
+        if self._mesh is not None and self._mesh.spans_processes:
+            raise InvalidConfigError(
+                "save of an index split over several processes is not supported yet; "
+                "save it from a one-process index built from the same calls"
+            )
         self._disk_bytes = save_index(self, path)
 
     @classmethod
@@ -522,10 +531,10 @@ class IvfIndex:
             self._next_seq = next_seq
             self._runner.invalidate()
 
-    def _placed(self, state: IvfState | None) -> IvfState | None:
+    def _placed(self, state: IvfState) -> IvfState:
         """``state`` on this index's devices: split over its mesh (rows) and
         replicated (the rest), or as it is for a one-device index."""
-        if self._mesh is None or state is None:
+        if self._mesh is None:
             return state
         return self._mesh.place(state)
 
@@ -547,10 +556,8 @@ class IvfIndex:
         writes scatter them into the split rows); unchanged without a mesh."""
         if self._mesh is None or tree is None:
             return tree
-        rep = self._mesh.replicated()
-        return jax.tree.map(
-            lambda a: jax.device_put(a, rep) if isinstance(a, jax.Array) else a, tree
-        )
+        mesh, rep = self._mesh, self._mesh.replicated()
+        return jax.tree.map(lambda a: mesh.put(a, rep) if isinstance(a, jax.Array) else a, tree)
 
     def _touch(self) -> None:
         self._runner.invalidate()
@@ -887,8 +894,8 @@ class IvfIndex:
         if state.keeps_vectors:
             B = state.block_size
             if len(slots) == 1:  # one row: index on the device, move only it
-                return np.asarray(state.vectors[int(slots[0]) // B, int(slots[0]) % B])[None]
-            return np.asarray(state.vectors)[slots // B, slots % B]
+                return host_array(state.vectors[int(slots[0]) // B, int(slots[0]) % B])[None]
+            return host_array(state.vectors)[slots // B, slots % B]
         return _insert.reconstruct_rows(state, slots, layout.list_of(slots))
 
     # --------------------------------------------------------------------- get
@@ -1134,7 +1141,7 @@ class IvfIndex:
         )
         lay = self._layout
         live_rows = 0 if lay is None else int(lay.list_live.sum())
-        extra = {
+        extra: dict[str, Any] = {
             "mode": "pq" if self._config.use_pq else "flat",
             "n_clusters": self._config.n_clusters,
             "n_probes": self._config.n_probes,
@@ -1166,7 +1173,7 @@ class IvfIndex:
         devs = self._mesh.devices
         if self._state is None:
             return [{"device": str(d), "rows": 0, "bytes": 0} for d in devs]
-        rows = np.asarray(self._state.valid).reshape(len(devs), -1).sum(axis=1)
+        rows = host_array(self._state.valid).reshape(len(devs), -1).sum(axis=1)
         split = sum(mem[f] for f in row_fields) // len(devs)
         fields = self._state.nbytes_by_field()
         replicated = sum(v for f, v in fields.items() if f not in row_fields)

@@ -15,6 +15,7 @@ from ._entries import EntryTable
 from ._layout import BlockLayout, pow2_at_least
 from ._metrics import row_norms
 from ._pq import pq_decode, pq_encode_fast, residual_terms
+from ._sharding import host_array
 from ._spill import spill_assign
 from ._state import IvfState
 from ._tiles import tile_rows
@@ -216,7 +217,7 @@ def reconstruct_rows(state: IvfState, slots: np.ndarray, lists: np.ndarray) -> n
     b = np.minimum(b, state.n_blocks - 1)
     lp = np.zeros(n_pad, np.int32)
     lp[:n] = lists
-    return np.asarray(_reconstruct(state, b, r, lp))[:n]
+    return host_array(_reconstruct(state, b, r, lp))[:n]
 
 
 def clear_rows(state: IvfState, slots: np.ndarray, *, donate: bool) -> IvfState:

@@ -105,6 +105,23 @@ class DeviceMesh:
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, P())
 
+    @property
+    def spans_processes(self) -> bool:
+        """Whether some of the devices belong to other processes (multi-host)."""
+        return any(d.process_index != jax.process_index() for d in self.devices)
+
+    def put(self, x, sharding: NamedSharding):
+        """``x`` (a host or device array) placed with ``sharding``. Across
+        processes a device array goes through the host: every process puts
+        its own shards of the same value (device-to-device copies between
+        hosts need a transfer service that CPU backends lack)."""
+        if isinstance(x, jax.Array):
+            if x.sharding == sharding:
+                return x
+            if self.spans_processes:
+                x = np.asarray(x)
+        return jax.device_put(x, sharding)
+
     def place(self, state: IvfState) -> IvfState:
         """``state`` with its row arrays split over the mesh and the rest
         replicated (arrays already placed so are not copied).
@@ -126,7 +143,7 @@ class DeviceMesh:
             if isinstance(v, (jax.Array, np.ndarray)):
                 want = rows if f.name in ROW_FIELDS else rep
                 if not (isinstance(v, jax.Array) and v.sharding == want):
-                    changes[f.name] = jax.device_put(v, want)
+                    changes[f.name] = self.put(v, want)
         return dataclasses.replace(state, **changes) if changes else state
 
     def specs(self, state: IvfState) -> IvfState:
@@ -137,6 +154,18 @@ class DeviceMesh:
             if isinstance(getattr(state, f.name), (jax.Array, np.ndarray))
         }
         return dataclasses.replace(state, **changes)
+
+
+def host_array(a) -> np.ndarray:
+    """The value of a host or device array as a NumPy array. An array split
+    over the devices of several processes is gathered from all of them: a
+    collective, so every process must make the same call (as every process of
+    a multi-host index makes the same index calls)."""
+    if isinstance(a, jax.Array) and not (a.is_fully_addressable or a.is_fully_replicated):
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
 
 
 def local_tables(

@@ -4,9 +4,9 @@
 import jax
 import numpy as np
 import pytest
+from _helpers import assert_same_results, gaussian
 from jax.sharding import Mesh
 
-from _helpers import assert_same_results, gaussian
 from iqdb_ivf_jax import (
     Filter,
     IndexFileError,
@@ -121,7 +121,7 @@ def test_reblocking_and_compaction_keep_results_equal():
         idx = IvfIndex(D, metric, cfg, devices=devices)
         idx.train(x[:300])  # small sample: small blocks, re-blocked as the pool grows
         block0 = idx.stats().extra["block_size"]
-        idx.add_stream(((np.arange(s, s + 1000), x[s : s + 1000]) for s in range(0, 6000, 1000)))
+        idx.add_stream((np.arange(s, s + 1000), x[s : s + 1000]) for s in range(0, 6000, 1000))
         assert idx.stats().extra["block_size"] > block0
         idx.delete(list(range(0, 6000, 2)) + list(range(1, 3000, 2)))  # 4,500 holes: compacts
         assert idx.stats().extra["tombstones"] == 0

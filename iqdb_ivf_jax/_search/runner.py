@@ -33,6 +33,7 @@ _PROBE_CHUNK = 1024  # queries per probing call
 _LIST_MAJOR_MIN_QUERIES_PER_LIST = 4
 _LIST_MAJOR_CHUNK_BYTES = 128 << 20  # score-buffer budget per list-major call
 _SHARDED_CHUNK = 1024  # queries per sharded search call
+_SPLIT_MIN_QUERIES = 4  # per device: a sharded search probes a batch at least this large in shares
 
 
 def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
@@ -180,7 +181,9 @@ class SearchRunner:
     def _run_sharded(self, state, layout, q, mask, k: int, n_probes: int, refine: int):
         """Every device searches its own rows; one exact merge (see
         :func:`~.sharded.search_sharded`), in chunks of :data:`_SHARDED_CHUNK`
-        queries padded to a power of two (at least one per device)."""
+        queries padded to a power of two. A batch of at least
+        :data:`_SPLIT_MIN_QUERIES` per device is probed in shares (padded to a
+        multiple of the device count); fewer queries are probed on every device."""
         assert self.mesh is not None
         tables, counts, host_counts = self._shard_tables(state, layout)
         n_dev = self.mesh.size
@@ -194,7 +197,9 @@ class SearchRunner:
         for s0 in range(0, nq, _SHARDED_CHUNK):
             chunk = q[s0 : s0 + _SHARDED_CHUNK]
             n = chunk.shape[0]
-            qd = jax.device_put(_pad_rows(chunk, pow2_at_least(n, n_dev)), rows)
+            split = n >= _SPLIT_MIN_QUERIES * n_dev
+            where = rows if split else self.mesh.replicated()
+            qd = jax.device_put(_pad_rows(chunk, pow2_at_least(n)), where)
             d, sl = search_sharded(
                 state,
                 tables,
@@ -206,6 +211,7 @@ class SearchRunner:
                 n_probes=n_probes,
                 scan_blocks=T,
                 refine=refine,
+                split_queries=split,
             )
             D[s0 : s0 + n] = np.asarray(d)[:n]
             S[s0 : s0 + n] = np.asarray(sl)[:n]

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 from .._assign import coarse_kind, probe
 from .._sharding import DeviceMesh
@@ -30,7 +31,9 @@ from .topk import smallest_k
 _SEQ_PAD = int(np.iinfo(np.int32).max)  # seq of a padding result: after every real one
 
 
-@functools.partial(jax.jit, static_argnames=("dmesh", "k", "n_probes", "scan_blocks", "refine"))
+@functools.partial(
+    jax.jit, static_argnames=("dmesh", "k", "n_probes", "scan_blocks", "refine", "split_queries")
+)
 def search_sharded(
     state: IvfState,
     tables: jax.Array,
@@ -43,6 +46,7 @@ def search_sharded(
     n_probes: int,
     scan_blocks: int,
     refine: int = 0,
+    split_queries: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Search ``queries`` on a sharded state.
 
@@ -51,7 +55,8 @@ def search_sharded(
         tables: ``i32[n_dev, n_lists, Wl]`` each device's local block table,
             split over the mesh (:func:`.._sharding.local_tables`).
         counts: ``i32[n_dev, n_lists]`` its block counts, split likewise.
-        queries: ``f32[nq, d]``, ``nq`` a multiple of the device count.
+        queries: ``f32[nq, d]``: split over the mesh (``nq`` a multiple of the
+            device count) with ``split_queries``, else replicated.
         mask: ``bool[n_blocks, B]`` allowed rows, split like the rows.
         dmesh: the mesh (static).
         k: results per query (static).
@@ -59,6 +64,9 @@ def search_sharded(
         scan_blocks: static per-device block budget, at least the blocks any
             device holds of any query's probed lists.
         refine: static IVF-PQ re-rank factor (0 = ADC distances).
+        split_queries: static; each device probes its share of the queries
+            (a batch), or every device probes them all (a few queries, where
+            padding the batch to the device count would cost more).
 
     Returns:
         ``(distances f32[nq, k], slots i32[nq, k])`` replicated, nearest first
@@ -69,8 +77,9 @@ def search_sharded(
     def local(st, tbl, cnt, q, msk):
         st = dataclasses.replace(st, list_blocks=tbl[0], list_nblocks=cnt[0])
         p = probe(q, st.centroids, kind, n_probes, st.centroid_sq)
-        q = lax.all_gather(q, axis, tiled=True)
-        p = lax.all_gather(p, axis, tiled=True)
+        if split_queries:
+            q = lax.all_gather(q, axis, tiled=True)
+            p = lax.all_gather(p, axis, tiled=True)
         n_short = candidate_count(st, k, refine)
         lo = lax.axis_index(axis) * (st.n_blocks * st.block_size)  # first global slot here
 
@@ -105,11 +114,11 @@ def search_sharded(
         return jax.vmap(lambda e, s_, g_: select_exact(e, s_, g_, k))(ex, seq, g)
 
     spec = dmesh.specs(state)
-    row = jax.sharding.PartitionSpec(axis)
+    row = P(axis)
     return jax.shard_map(
         local,
         mesh=dmesh.mesh,
-        in_specs=(spec, row, row, row, row),
-        out_specs=jax.sharding.PartitionSpec(),
+        in_specs=(spec, row, row, row if split_queries else P(), row),
+        out_specs=P(),
         check_vma=False,
     )(state, tables, counts, queries, mask)
