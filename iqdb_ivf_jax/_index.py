@@ -35,7 +35,7 @@ from ._search.host_refine import rerank_from_host
 from ._search.runner import PATHS, SearchRunner
 from ._search.topk import SEQ_LIMIT
 from ._sharding import DeviceMesh, host_array
-from ._state import IvfState
+from ._state import IvfState, storage_blocks, storage_order
 from ._stream import STREAM_CHUNK_ROWS, PendingRows, note_committed
 from ._train.quantizers import fit_quantizers
 from ._validate import (
@@ -877,7 +877,8 @@ class IvfIndex:
             return
         state, _ = self._require_trained()
         with _device_errors("moving the memory-mapped raw vectors to the device"):
-            vectors = jax.device_put(np.asarray(raw), state.norms.sharding)
+            raw = storage_order(np.asarray(raw), state.interleave)
+            vectors = jax.device_put(raw, state.norms.sharding)
             jax.block_until_ready(vectors)
         with deferred_interrupt():
             self._state = state.replace(vectors=vectors)
@@ -893,9 +894,10 @@ class IvfIndex:
             return np.array(self._raw_vectors[slots // B, slots % B])
         if state.keeps_vectors:
             B = state.block_size
+            b = storage_blocks(slots // B, state.n_blocks, state.interleave)
             if len(slots) == 1:  # one row: index on the device, move only it
-                return host_array(state.vectors[int(slots[0]) // B, int(slots[0]) % B])[None]
-            return host_array(state.vectors)[slots // B, slots % B]
+                return host_array(state.vectors[int(b[0]), int(slots[0]) % B])[None]
+            return host_array(state.vectors)[b, slots % B]
         return _insert.reconstruct_rows(state, slots, layout.list_of(slots))
 
     # --------------------------------------------------------------------- get

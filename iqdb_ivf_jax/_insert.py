@@ -17,7 +17,7 @@ from ._metrics import row_norms
 from ._pq import pq_decode, pq_encode_fast, residual_terms
 from ._sharding import host_array
 from ._spill import spill_assign
-from ._state import IvfState
+from ._state import IvfState, storage_blocks
 from ._tiles import tile_rows
 
 
@@ -109,7 +109,7 @@ def _split(state: IvfState, slots: np.ndarray, n_pad: int):
     B = state.block_size
     b = np.full(n_pad, state.n_blocks, np.int32)  # out of bounds: dropped
     r = np.zeros(n_pad, np.int32)
-    b[: len(slots)] = slots // B
+    b[: len(slots)] = storage_blocks(slots // B, state.n_blocks, state.interleave)
     r[: len(slots)] = slots % B
     return b, r
 

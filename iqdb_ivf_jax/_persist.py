@@ -116,7 +116,7 @@ from ._errors import (
 from ._layout import BlockLayout
 from ._search.topk import SEQ_LIMIT
 from ._sharding import DeviceMesh
-from ._state import ROW_FIELDS, IvfState
+from ._state import ROW_FIELDS, IvfState, logical_order
 from ._tensor_file import no_constant, read_tensors, unique_keys
 from ._validate import canonical_metadata, metadata_bytes
 
@@ -259,7 +259,10 @@ def _encode(index: IvfIndex) -> tuple[dict, dict[str, np.ndarray]]:
     if trained:
         assert state is not None and layout is not None
         for name in _STATE_ARRAYS:
-            arrays[f"state.{name}"] = np.ascontiguousarray(np.asarray(getattr(state, name)))
+            a = np.asarray(getattr(state, name))
+            if name in ROW_FIELDS:  # a sharded index's storage order: saved in block order
+                a = logical_order(a, state.interleave)
+            arrays[f"state.{name}"] = np.ascontiguousarray(a)
         if index._raw_vectors is not None:  # loaded with mmap=True: read from the map
             arrays["state.vectors"] = index._raw_vectors
         for name in _LAYOUT_ARRAYS:

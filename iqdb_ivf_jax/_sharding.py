@@ -2,9 +2,10 @@
 
 A sharded index keeps ONE state whose row arrays (``IvfState`` fields with a
 leading block axis) are split over the devices of a one-axis mesh along that
-axis: device ``i`` holds blocks ``[i * n, (i + 1) * n)`` of the pool
-(``n = n_blocks / devices``). Centroids, codebooks and the block table are
-replicated. Host bookkeeping (ids, layout, seqs) is unchanged, so every write
+axis, stored interleaved (:attr:`IvfState.interleave`): block ``b`` lives on
+device ``b % devices``, so the consecutive blocks of a list (and the rows and
+the scan work) spread over every device. Centroids, codebooks and the block
+table are replicated. Host bookkeeping (ids, layout, seqs) is unchanged, so every write
 path of :class:`IvfIndex` works on the sharded arrays as it does on one device,
 and a search runs once per device on its own blocks (:mod:`._search.sharded`).
 """
@@ -123,8 +124,10 @@ class DeviceMesh:
         return jax.device_put(x, sharding)
 
     def place(self, state: IvfState) -> IvfState:
-        """``state`` with its row arrays split over the mesh and the rest
-        replicated (arrays already placed so are not copied).
+        """``state`` with its row arrays in the storage order of interleave
+        ``size`` (:attr:`IvfState.interleave`: consecutive blocks on
+        consecutive devices), split over the mesh, and the rest replicated
+        (arrays already placed so are not copied).
 
         Raises:
             InvalidConfigError: the pool's block count is not a multiple of the
@@ -136,6 +139,7 @@ class DeviceMesh:
                 f"the pool's {state.n_blocks} blocks do not split over {self.size} devices; "
                 "use at most 8 devices for a small index"
             )
+        state = state.interleaved(self.size)
         rows, rep = self.rows(), self.replicated()
         changes = {}
         for f in dataclasses.fields(state):
@@ -171,31 +175,33 @@ def host_array(a) -> np.ndarray:
 def local_tables(
     list_blocks: np.ndarray, list_nblocks: np.ndarray, n_blocks: int, n_dev: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each device's own block table, from the global one.
+    """Each device's own block table, from the global one, for a state stored
+    with interleave ``n_dev`` (block ``b`` on device ``b % n_dev``, local
+    block ``b // n_dev``).
 
     Args:
-        list_blocks: ``int32[n_lists, W]`` global block ids, ``-1`` padded.
+        list_blocks: ``int32[n_lists, W]`` block ids, ``-1`` padded.
         list_nblocks: ``int32[n_lists]`` blocks per list.
         n_blocks: the pool's block count (a multiple of ``n_dev``).
         n_dev: device count.
 
     Returns:
         ``(tables int32[n_dev, n_lists, Wl], counts int32[n_dev, n_lists])``:
-        the blocks of each list that device ``i`` holds, as ids local to it
-        (global id minus ``i * n_blocks / n_dev``), in table order, ``-1``
-        padded; ``Wl`` is :func:`width_bucket` of the largest count.
+        the blocks of each list that device ``i`` holds, as ids local to it,
+        in table order, ``-1`` padded; ``Wl`` is :func:`width_bucket` of the
+        largest count.
     """
-    per = n_blocks // n_dev
+    del n_blocks  # the mapping needs only the device count
     n_lists, width = list_blocks.shape
     used = np.arange(width)[None, :] < list_nblocks[:, None]
-    dev = np.where(used, list_blocks // per, -1)
+    dev = np.where(used, list_blocks % n_dev, -1)
     counts = np.stack([(dev == i).sum(axis=1) for i in range(n_dev)]).astype(np.int32)
     wl = width_bucket(int(counts.max()) if counts.size else 1)
     tables = np.full((n_dev, n_lists, wl), -1, np.int32)
     for i in range(n_dev):
         mine = dev == i
         order = np.argsort(~mine, axis=1, kind="stable")[:, :wl]
-        vals = np.take_along_axis(list_blocks, order, axis=1) - i * per
+        vals = np.take_along_axis(list_blocks, order, axis=1) // n_dev
         keep = np.arange(wl)[None, :] < counts[i][:, None]
         tables[i] = np.where(keep, vals, -1)
     return tables, counts

@@ -51,6 +51,12 @@ class IvfState:
             assignment share one copy; ``replace(centroids=...)`` recomputes it.
         metric: the index :class:`Metric`.
         by_residual: static; PQ codes encode ``x - centroids[list]``.
+        interleave: static; ``1``: block ``b`` is stored at row-array position
+            ``b``. ``I > 1`` (a state split over ``I`` devices): at
+            :func:`storage_blocks` ``(b % I) * (n_blocks / I) + b // I``, so
+            consecutive blocks (a list's, as the layout hands them out) land
+            on different devices. Block ids everywhere else (tables, slots,
+            the layout) are the logical ``b``.
     """
 
     centroids: jax.Array
@@ -67,6 +73,7 @@ class IvfState:
     centroid_sq: jax.Array
     metric: Metric = dataclasses.field(metadata={"static": True})
     by_residual: bool = dataclasses.field(default=False, metadata={"static": True})
+    interleave: int = dataclasses.field(default=1, metadata={"static": True})
 
     @property
     def n_lists(self) -> int:
@@ -185,7 +192,26 @@ class IvfState:
         add_b = max(0, n_blocks - self.n_blocks)
         if not add_b:
             return self
+        if self.interleave > 1:  # the storage order depends on the pool size
+            return self.replace(**_regrown_rows(self, add_b=add_b))
         return self.replace(**_padded_rows(self, add_b=add_b))
+
+    def interleaved(self, n: int) -> "IvfState":
+        """This state with its row arrays in the storage order of interleave
+        ``n`` (``1``: block order). Raises InvalidConfigError if ``n`` does
+        not divide the pool."""
+        if n == self.interleave:
+            return self
+        if self.n_blocks % n:
+            raise InvalidConfigError(
+                f"the pool's {self.n_blocks} blocks do not split over {n} devices"
+            )
+        rows = {name: getattr(self, name) for name in ROW_FIELDS}
+        if self.interleave > 1:
+            rows = _to_storage(rows, inverse=True, n=self.interleave)
+        if n > 1:
+            rows = _to_storage(rows, inverse=False, n=n)
+        return dataclasses.replace(self, **rows, interleave=n)
 
     def quantizers(self) -> "IvfState":
         """This state with empty rows and tables: the centroids, codebooks and
@@ -231,6 +257,55 @@ def _empty_rows(
         "list_blocks": jnp.full((nlist, W), -1, jnp.int32),
         "list_nblocks": jnp.zeros((nlist,), jnp.int32),
     }
+
+
+def storage_blocks(blocks, n_blocks: int, interleave: int):
+    """Row-array positions of logical ``blocks`` (NumPy or jax integer
+    arrays) in a pool of ``n_blocks`` stored with ``interleave`` (see
+    :class:`IvfState`); out-of-range ids stay out of range."""
+    if interleave == 1:
+        return blocks
+    per = n_blocks // interleave
+    return (blocks % interleave) * per + blocks // interleave
+
+
+def logical_order(a: np.ndarray, interleave: int) -> np.ndarray:
+    """A host row array stored with ``interleave``, back in block order."""
+    if interleave == 1:
+        return a
+    per = a.shape[0] // interleave
+    return a.reshape((interleave, per) + a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
+
+
+def storage_order(a: np.ndarray, interleave: int) -> np.ndarray:
+    """A host row array in block order, stored with ``interleave``."""
+    if interleave == 1:
+        return a
+    per = a.shape[0] // interleave
+    return a.reshape((per, interleave) + a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
+
+
+@functools.partial(jax.jit, static_argnames=("inverse", "n"))
+def _to_storage(rows: dict, *, inverse: bool, n: int) -> dict:
+    """Row arrays from block order to the storage order of interleave ``n``
+    (``inverse``: back)."""
+
+    def move(a):
+        per = a.shape[0] // n
+        shape = (n, per) if inverse else (per, n)
+        return a.reshape(shape + a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
+
+    return {k: move(v) for k, v in rows.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("add_b",))
+def _regrown_rows(state: IvfState, *, add_b: int) -> dict:
+    """:func:`_padded_rows` of an interleaved state: back to block order, pad,
+    and into the storage order of the larger pool, in one program."""
+    n = state.interleave
+    rows = _to_storage({k: getattr(state, k) for k in ROW_FIELDS}, inverse=True, n=n)
+    padded = _padded_rows(dataclasses.replace(state, **rows, interleave=1), add_b=add_b)
+    return _to_storage(padded, inverse=False, n=n)
 
 
 @functools.partial(jax.jit, static_argnames=("add_b",))

@@ -55,6 +55,12 @@ def _check_state(state) -> None:
         raise InvalidArgumentError(
             f"state must be an IvfState, got {type(state).__name__}; pass IvfIndex.state"
         )
+    if state.interleave > 1:
+        raise InvalidArgumentError(
+            f"this state is split over {state.interleave} devices (IvfIndex(devices=...)), "
+            "whose rows these kernels cannot address; search it with IvfIndex.search_arrays, "
+            "or pass the state of a one-device index"
+        )
 
 
 def _static_int(name: str, value, low: int, high: int | None = None, why: str = "") -> int:
@@ -162,7 +168,8 @@ def probe(state: IvfState, query: jax.Array, *, n_probes: int) -> jax.Array:
     (faiss ``quantizer.search``; ties go to the lower list id).
 
     Raises:
-        InvalidArgumentError: ``state`` is not an IvfState, or ``n_probes`` is
+        InvalidArgumentError: ``state`` is not an IvfState (or is split over
+            devices), or ``n_probes`` is
             not a static int.
         InvalidConfigError: ``n_probes`` outside ``[1, state.n_lists]``.
         InvalidVectorError / DimensionMismatchError: ``query`` is not ``(d,)``
@@ -208,7 +215,8 @@ def search(
         ``(+inf, -1)``. Distances equal what :class:`IvfIndex` reports.
 
     Raises:
-        InvalidArgumentError: ``state`` is not an IvfState; ``k``, ``n_probes``,
+        InvalidArgumentError: ``state`` is not an IvfState, or is a sharded
+            index's (split over devices); ``k``, ``n_probes``,
             ``refine`` or ``scan_blocks`` is not a static int (under ``jax.jit``,
             list them in ``static_argnames``); ``mask`` is not a bool array.
         InvalidConfigError: ``k < 0``; ``n_probes`` outside

@@ -293,7 +293,8 @@ def test_device_argument(built, tmp_path):
 def test_persisted_fields_cover_the_classes():
     """A field added to IvfState, BlockLayout or EntryTable must be persisted."""
     names = {f.name for f in dataclasses.fields(IvfState)}
-    assert names == set(persist._STATE_ARRAYS) | {"metric", "by_residual"}
+    # interleave is where the rows are stored, not what they are: saves hold block order
+    assert names == set(persist._STATE_ARRAYS) | {"metric", "by_residual", "interleave"}
     assert set(vars(BlockLayout(3, 8))) == persist._LAYOUT_ATTRS
     assert set(vars(EntryTable(4, spills=True))) == persist._ENTRY_ATTRS
 

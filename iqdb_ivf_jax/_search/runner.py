@@ -20,7 +20,7 @@ from .._errors import InvalidConfigError
 from .._filter import Filter
 from .._layout import BlockLayout, pow2_at_least, scan_bucket
 from .._sharding import DeviceMesh, local_tables
-from .._state import IvfState
+from .._state import IvfState, storage_order
 from .list_major import list_major_search, list_path_ok
 from .plan import MIN_TILE, buffer_width, pair_columns
 from .query_major import probe_batch, search_probed, search_single
@@ -85,7 +85,10 @@ class SearchRunner:
         if cached is not None:
             return cached
         where = None if self.mesh is None else self.mesh.rows()
-        dev = jax.device_put(entries.filter_slots(flt).reshape(-1, state.block_size), where)
+        allowed = storage_order(
+            entries.filter_slots(flt).reshape(-1, state.block_size), state.interleave
+        )
+        dev = jax.device_put(allowed, where)
         self.mask_cache[flt] = dev
         return dev
 

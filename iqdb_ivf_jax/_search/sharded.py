@@ -75,13 +75,17 @@ def search_sharded(
     axis, kind = dmesh.axis, coarse_kind(state.metric)
 
     def local(st, tbl, cnt, q, msk):
-        st = dataclasses.replace(st, list_blocks=tbl[0], list_nblocks=cnt[0])
+        # this device's rows, as a one-device state with its own block table
+        st = dataclasses.replace(st, list_blocks=tbl[0], list_nblocks=cnt[0], interleave=1)
         p = probe(q, st.centroids, kind, n_probes, st.centroid_sq)
         if split_queries:
             q = lax.all_gather(q, axis, tiled=True)
             p = lax.all_gather(p, axis, tiled=True)
         n_short = candidate_count(st, k, refine)
-        lo = lax.axis_index(axis) * (st.n_blocks * st.block_size)  # first global slot here
+        dev, n_dev, B = lax.axis_index(axis), dmesh.size, st.block_size
+
+        def global_slot(s):  # local block j of device i is block j * n_dev + i
+            return jnp.where(s >= 0, ((s // B) * n_dev + dev) * B + s % B, -1)
 
         def shortlist(a):
             approx, seq, ok, slots = scan_candidates(st, a[0], a[1], msk, scan_blocks=scan_blocks)
@@ -96,7 +100,7 @@ def search_sharded(
             return (
                 jnp.where(hit, v, jnp.inf),
                 jnp.where(hit, seq[at], _SEQ_PAD),
-                jnp.where(hit, slots[at] + lo, -1),
+                jnp.where(hit, global_slot(slots[at]), -1),
             )
 
         v, seq, g = lax.map(shortlist, (q, p))  # [nq, n_short] each
@@ -104,13 +108,14 @@ def search_sharded(
         v, seq, g = (a[:, :n_short] for a in lax.sort((v, seq, g), dimension=1, num_keys=2))
         if st.is_pq and refine == 0:  # ADC distances are final
             return v[:, :k], g[:, :k]
-        own = (g >= lo) & (g < lo + st.n_blocks * st.block_size)
+        own = (g >= 0) & ((g // B) % n_dev == dev)
+        local = jnp.where(own, (g // B // n_dev) * B + g % B, 0)
 
         def exact(a):
-            qi, gi, oi = a
-            return jnp.where(oi, exact_rows(st, qi, jnp.where(oi, gi - lo, 0)), jnp.inf)
+            qi, li, oi = a
+            return jnp.where(oi, exact_rows(st, qi, li), jnp.inf)
 
-        ex = lax.pmin(lax.map(exact, (q, g, own)), axis)
+        ex = lax.pmin(lax.map(exact, (q, local, own)), axis)
         return jax.vmap(lambda e, s_, g_: select_exact(e, s_, g_, k))(ex, seq, g)
 
     spec = dmesh.specs(state)
