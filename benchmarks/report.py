@@ -249,3 +249,27 @@ def plot(points: list[dict], path: Path, *, k: int, title: str, targets: dict) -
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_recall_qps(curves: dict, path: Path, *, title: str, k: int) -> None:
+    """One line per name of ``curves`` (``{name: [{"n_probes", "recall",
+    "batch_qps"}, ...]}``): recall@k (x) against batch queries/s (y, log),
+    points labelled with n_probes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, pts in curves.items():
+        ax.plot([p["recall"] for p in pts], [p["batch_qps"] for p in pts], "-o", label=name)
+        for p in pts:
+            ax.annotate(str(p["n_probes"]), (p["recall"], p["batch_qps"]), fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"recall@{k}")
+    ax.set_ylabel("batch queries/s")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

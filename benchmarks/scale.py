@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .report import plot_recall_qps
+
 
 def _centres(args) -> np.ndarray:
     rng = np.random.default_rng([args.seed, 0])
@@ -252,33 +254,14 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    _plot(result, out.with_suffix(".png"))
-    print("wrote", out, "and", out.with_suffix(".png"))
-
-
-def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for side in ("ours", "faiss"):
-        pts = result[side]["points"]
-        ax.plot([p["recall"] for p in pts], [p["batch_qps"] for p in pts], "-o", label=side)
-        for p in pts:
-            ax.annotate(str(p["n_probes"]), (p["recall"], p["batch_qps"]), fontsize=7)
-    ax.set_yscale("log")
-    ax.set_xlabel("recall@10")
-    ax.set_ylabel("batch queries/s")
     s = result["settings"]
-    ax.set_title(
-        f"IVF-PQ {s['rows']:,} x {s['dim']}, {s['lists']} lists, M {s['m']}, refine {s['refine']}"
+    plot_recall_qps(
+        {side: result[side]["points"] for side in ("ours", "faiss")},
+        out.with_suffix(".png"),
+        title=f"IVF-PQ {s['rows']:,} x {s['dim']}, {s['lists']} lists, M {s['m']}, refine {s['refine']}",
+        k=args.k,
     )
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    print("wrote", out, "and", out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

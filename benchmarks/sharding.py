@@ -58,7 +58,7 @@ def main() -> None:
     from .datasets import load_debian, synthetic
     from .measure import exact_knn, recall_at_k
     from .methods import CompileMeter
-    from .report import write_json
+    from .report import plot_recall_qps, write_json
 
     devices = jax.devices()
     if len(devices) < args.devices:
@@ -143,30 +143,13 @@ def main() -> None:
     result["runs"] = runs
     out = Path(args.out)
     write_json(result, out)
-    _plot(runs, out.with_suffix(".png"), args.k)
+    plot_recall_qps(
+        {r["setup"]: r["points"] for r in runs},
+        out.with_suffix(".png"),
+        title="sharded index on one host",
+        k=args.k,
+    )
     print("wrote", out, "and", out.with_suffix(".png"))
-
-
-def _plot(runs: list[dict], path: Path, k: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for run in runs:
-        pts = run["points"]
-        ax.plot([p["recall"] for p in pts], [p["batch_qps"] for p in pts], "-o", label=run["setup"])
-        for p in pts:
-            ax.annotate(str(p["n_probes"]), (p["recall"], p["batch_qps"]), fontsize=7)
-    ax.set_yscale("log")
-    ax.set_xlabel(f"recall@{k}")
-    ax.set_ylabel("batch queries/s")
-    ax.set_title("sharded index on one host")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
