@@ -200,3 +200,17 @@ def test_functional_kernels_refuse_a_sharded_state():
     idx = _build(metric, cfg, x, devices=jax.devices()[:2])
     with pytest.raises(InvalidArgumentError, match="split over 2 devices"):
         functional.search(idx.state, x[0], k=3, n_probes=2)
+
+
+def test_memory_mapped_load_onto_other_devices(tmp_path):
+    metric, cfg = CONFIGS["pq_residual_refine"]
+    x, q = gaussian(2000, D, seed=13), gaussian(20, D, seed=14)
+    one = _build(metric, cfg, x)
+    one.save(tmp_path / "a")
+    devs = jax.devices()[4:8]  # not the default device
+    mapped = IvfIndex.load(tmp_path / "a", mmap=True, devices=devs)
+    _same_index(one, mapped, q)  # the refine reads the file
+    for idx in (one, mapped):
+        idx.insert(50_000, x[3] + 0.01)  # the raw vectors move onto the devices
+    assert mapped.state.vectors.sharding.device_set == set(devs)
+    _same_index(one, mapped, q)
