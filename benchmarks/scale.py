@@ -9,7 +9,7 @@ bits by residual, ``--rounds`` k-means rounds (coarse and PQ), refine
 kept). Each side runs in its own process, so its peak RSS is its own.
 
 Reports per side: train and add seconds, peak RSS, bytes per vector (ours:
-``stats()``; faiss: its serialised size over the rows), and per ``n_probes``
+``stats()``; faiss: codes, ids and refine vectors, centroids and codebooks), and per ``n_probes``
 recall@10 against exact ground truth (faiss ``IndexFlatL2`` over the chunks)
 and the median batch queries/s over ``--repeats`` calls. JSON and a recall-QPS
 plot are written to ``--out``.
@@ -176,7 +176,10 @@ def _run_faiss(args, centres, queries, truth) -> dict:
     for _, x in _chunks(args, centres):
         index.add(x)
     add_s = time.perf_counter() - t
-    size = faiss.serialize_index(index).size
+    # what the index holds (a serialised copy would add its whole size to the peak RSS):
+    # per vector the code and id in its list and the raw vector of the refine
+    size = args.rows * (ivf.code_size + 8 + 4 * args.dim) + 4 * args.dim * args.lists
+    size += 4 * ivf.pq.centroids.size()
 
     def search(q, p):
         ivf.nprobe = p
@@ -209,6 +212,7 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/scale.json")
+    ap.add_argument("--sides", default="faiss,ours", help="which sides to run")
     ap.add_argument("--side", choices=("ours", "faiss"), help=argparse.SUPPRESS)
     ap.add_argument("--truth", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -229,11 +233,15 @@ def main() -> None:
     t = time.perf_counter()
     truth = _truth(args, centres, queries, args.k)
     print(f"ground truth: {time.perf_counter() - t:.1f} s", flush=True)
-    result = {"settings": {k: v for k, v in vars(args).items() if k not in ("side", "truth")}}
+    result = {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("side", "truth", "sides")}
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tpath = os.path.join(tmp, "truth.npy")
         np.save(tpath, truth)
         for side in ("faiss", "ours"):
+            if args.sides and side not in args.sides.split(","):
+                continue
             cmd = [sys.executable, "-m", "benchmarks.scale", *sys.argv[1:], "--side", side]
             out = subprocess.run(
                 [*cmd, "--truth", tpath], capture_output=True, text=True, check=False
@@ -256,7 +264,7 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=1) + "\n")
     s = result["settings"]
     plot_recall_qps(
-        {side: result[side]["points"] for side in ("ours", "faiss")},
+        {side: result[side]["points"] for side in ("ours", "faiss") if side in result},
         out.with_suffix(".png"),
         title=f"IVF-PQ {s['rows']:,} x {s['dim']}, {s['lists']} lists, M {s['m']}, refine {s['refine']}",
         k=args.k,
