@@ -131,14 +131,9 @@ class DeviceMesh:
 
         Raises:
             InvalidConfigError: the pool's block count is not a multiple of the
-                device count (pools are powers of two of at least 8 blocks, so
-                this happens only past 8 devices on a small pool).
+                device count (:meth:`IvfState.interleaved`; pools are powers of
+                two of at least 8 blocks, so only past 8 devices on a small pool).
         """
-        if state.n_blocks % self.size:
-            raise InvalidConfigError(
-                f"the pool's {state.n_blocks} blocks do not split over {self.size} devices; "
-                "use at most 8 devices for a small index"
-            )
         state = state.interleaved(self.size)
         rows, rep = self.rows(), self.replicated()
         changes = {}
@@ -173,7 +168,7 @@ def host_array(a) -> np.ndarray:
 
 
 def local_tables(
-    list_blocks: np.ndarray, list_nblocks: np.ndarray, n_blocks: int, n_dev: int
+    list_blocks: np.ndarray, list_nblocks: np.ndarray, n_dev: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each device's own block table, from the global one, for a state stored
     with interleave ``n_dev`` (block ``b`` on device ``b % n_dev``, local
@@ -182,7 +177,6 @@ def local_tables(
     Args:
         list_blocks: ``int32[n_lists, W]`` block ids, ``-1`` padded.
         list_nblocks: ``int32[n_lists]`` blocks per list.
-        n_blocks: the pool's block count (a multiple of ``n_dev``).
         n_dev: device count.
 
     Returns:
@@ -191,7 +185,6 @@ def local_tables(
         in table order, ``-1`` padded; ``Wl`` is :func:`width_bucket` of the
         largest count.
     """
-    del n_blocks  # the mapping needs only the device count
     n_lists, width = list_blocks.shape
     used = np.arange(width)[None, :] < list_nblocks[:, None]
     dev = np.where(used, list_blocks % n_dev, -1)

@@ -204,7 +204,8 @@ class IvfState:
             return self
         if self.n_blocks % n:
             raise InvalidConfigError(
-                f"the pool's {self.n_blocks} blocks do not split over {n} devices"
+                f"the pool's {self.n_blocks} blocks do not split over {n} devices; "
+                "use at most 8 devices for a small index"
             )
         rows = {name: getattr(self, name) for name in ROW_FIELDS}
         if self.interleave > 1:
@@ -269,16 +270,18 @@ def storage_blocks(blocks, n_blocks: int, interleave: int):
     return (blocks % interleave) * per + blocks // interleave
 
 
-def logical_order(a: np.ndarray, interleave: int) -> np.ndarray:
-    """A host row array stored with ``interleave``, back in block order."""
+def logical_order(a, interleave: int):
+    """A row array (NumPy, or jax under tracing) stored with ``interleave``,
+    back in block order."""
     if interleave == 1:
         return a
     per = a.shape[0] // interleave
     return a.reshape((interleave, per) + a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
 
 
-def storage_order(a: np.ndarray, interleave: int) -> np.ndarray:
-    """A host row array in block order, stored with ``interleave``."""
+def storage_order(a, interleave: int):
+    """A row array (NumPy, or jax under tracing) in block order, stored with
+    ``interleave``."""
     if interleave == 1:
         return a
     per = a.shape[0] // interleave
@@ -288,14 +291,9 @@ def storage_order(a: np.ndarray, interleave: int) -> np.ndarray:
 @functools.partial(jax.jit, static_argnames=("inverse", "n"))
 def _to_storage(rows: dict, *, inverse: bool, n: int) -> dict:
     """Row arrays from block order to the storage order of interleave ``n``
-    (``inverse``: back)."""
-
-    def move(a):
-        per = a.shape[0] // n
-        shape = (n, per) if inverse else (per, n)
-        return a.reshape(shape + a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
-
-    return {k: move(v) for k, v in rows.items()}
+    (``inverse``: back), in one program."""
+    move = logical_order if inverse else storage_order
+    return {k: move(v, n) for k, v in rows.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("add_b",))

@@ -174,9 +174,7 @@ class SearchRunner:
         """The per-device block tables of ``layout`` (cached until it changes)."""
         assert self.mesh is not None
         if self.tables is None or self.tables[0] is not layout:
-            tb, ct = local_tables(
-                layout.list_blocks, layout.list_nblocks, state.n_blocks, self.mesh.size
-            )
+            tb, ct = local_tables(layout.list_blocks, layout.list_nblocks, self.mesh.size)
             rows = self.mesh.rows()
             self.tables = (layout, jax.device_put(tb, rows), jax.device_put(ct, rows), ct)
         return self.tables[1:]
